@@ -1,0 +1,3 @@
+"""mtlssl: multi-task learning on a shared self-supervised encoder."""
+
+__version__ = "0.1.0"

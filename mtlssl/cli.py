@@ -1,0 +1,51 @@
+"""The umbrella command: ``mtlssl <stage> [hydra overrides]``.
+
+Each stage is its own Hydra app (so -m, --cfg, --help, launchers and sweepers all work); this only
+dispatches. The per-stage scripts (mtlssl-pretrain, ...) do the same and keep Hydra's tab completion.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+STAGES = {
+    "pretrain": ("mtlssl.stages.pretrain", "self-supervised pretraining of the encoder (SimCLR)"),
+    "train-mtl": ("mtlssl.stages.train_mtl", "multi-task training of a shared encoder with one head per task"),
+    "eval": ("mtlssl.stages.evaluate", "per-task metrics of an mtl checkpoint; linear probe and kNN of an encoder"),
+    "pipeline": ("mtlssl.stages.pipeline", "pretrain -> train-mtl -> eval, beside a scratch-encoder baseline"),
+}
+
+USAGE = """usage: mtlssl <stage> [hydra overrides]     (mtlssl <stage> --help for a stage's options)
+
+stages:
+{stages}
+
+examples:
+  mtlssl pipeline
+  mtlssl pretrain trainer.epochs=20
+  mtlssl train-mtl encoder.init=outputs/pretrain/<date>/<time> weighting=uncertainty
+  mtlssl train-mtl -m weighting=equal,uncertainty seed=0,1,2
+  mtlssl eval ckpt=outputs/train_mtl/<date>/<time>
+"""
+
+
+def usage() -> str:
+    return USAGE.format(stages="\n".join(f"  {name:<10} {help}" for name, (_, help) in STAGES.items()))
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        sys.exit(0 if args else 2)
+    stage, rest = args[0], args[1:]
+    if stage not in STAGES:
+        print(f"mtlssl: unknown stage '{stage}'\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [f"mtlssl-{stage}", *rest]
+    importlib.import_module(STAGES[stage][0]).main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Where the configs live, and the one guarded way to instantiate objects from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mtlssl.errors import UserError
+
+ALLOWED_TARGETS = ("mtlssl.", "torch.", "torchvision.")
+
+
+def config_dir() -> Path:
+    """The packaged configs (``mtlssl/conf`` in a wheel) or the source tree's ``conf/`` (editable installs)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "train_mtl.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"mtlssl's configs are missing (looked in {here / 'conf'} and {here.parent / 'conf'}); "
+                       "reinstall mtlssl")
+
+
+def _check_targets(node: Any, where: str, extra: tuple[str, ...]) -> None:
+    if isinstance(node, DictConfig):
+        target = node.get("_target_")
+        if target is not None and not str(target).startswith(ALLOWED_TARGETS + extra):
+            raise UserError(f"{where}._target_={target} is not allowed: configs may only build objects from "
+                            f"{', '.join(ALLOWED_TARGETS + extra)}; add its module prefix to allowed_targets "
+                            "if you trust it")
+        for key in node:
+            _check_targets(node._get_node(key), f"{where}.{key}", extra)
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            _check_targets(item, f"{where}[{i}]", extra)
+
+
+def instantiate(node: DictConfig, where: str, allowed: tuple[str, ...] = (), **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` for trusted targets only; ``where`` names the config key in errors."""
+    _check_targets(node, where, tuple(allowed))
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except hydra.errors.InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise UserError(f"cannot build {where}: {cause or err}") from err
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain Python data (safe to store in a weights-only checkpoint)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

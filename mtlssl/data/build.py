@@ -1,0 +1,16 @@
+"""Build the dataset a ``data`` config describes."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from mtlssl.config import instantiate
+from mtlssl.data.image_set import Dataset
+from mtlssl.errors import UserError
+
+
+def build_data(cfg: DictConfig) -> Dataset:
+    data = instantiate(cfg, "data")
+    if not isinstance(data, Dataset):
+        raise UserError(f"data._target_={cfg.get('_target_')} did not build an mtlssl Dataset")
+    return data

@@ -1,0 +1,34 @@
+"""Forward passes over a whole split without gradients: features for probes, outputs for metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from mtlssl.data.image_set import ImageSet
+from mtlssl.engine.runtime import Runtime, autocast
+
+
+@torch.no_grad()
+def collect(
+    module: nn.Module, data: ImageSet, batch_size: int, rt: Runtime,
+    forward: Callable[[Tensor], Tensor | dict[str, Tensor]] | None = None,
+) -> Tensor | dict[str, Tensor]:
+    """Run ``forward`` (default: ``module``) over ``data`` in order, with ``module`` in eval mode.
+
+    Returns the concatenated outputs on the CPU: a tensor, or a dict of tensors.
+    """
+    forward = forward or module
+    was_training = module.training
+    module.eval()
+    chunks: list = []
+    for images, _ in data.batches(batch_size):
+        with autocast(rt.device, rt.precision):
+            out = forward(rt.images(images))
+        chunks.append({k: v.float().cpu() for k, v in out.items()} if isinstance(out, dict) else out.float().cpu())
+    module.train(was_training)
+    if chunks and isinstance(chunks[0], dict):
+        return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
+    return torch.cat(chunks)

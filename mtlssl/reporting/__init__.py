@@ -1,0 +1,1 @@
+"""Reporting: rich console, TensorBoard event files, metrics.json and the resolved config."""

@@ -1,0 +1,31 @@
+"""SimCLR: two augmented views, a projector MLP, and the NT-Xent loss on the projections."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from mtlssl.errors import UserError
+from mtlssl.ssl.nt_xent import nt_xent
+
+
+class SimCLR(nn.Module):
+    """The pretext head. The projector is discarded after pretraining; only the encoder is kept."""
+
+    num_views = 2
+
+    def __init__(self, in_dim: int, hidden_dim: int = 512, out_dim: int = 128, temperature: float = 0.5) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise UserError(f"ssl.temperature must be > 0 (got {temperature}); SimCLR uses 0.1-0.5")
+        if hidden_dim < 1 or out_dim < 1:
+            raise UserError(f"ssl.hidden_dim and ssl.out_dim must be >= 1 (got {hidden_dim}, {out_dim})")
+        self.temperature = temperature
+        self.projector = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim),
+        )
+
+    def loss(self, features: Tensor) -> Tensor:
+        """Features of both views stacked as [view 1 batch; view 2 batch] -> the NT-Xent loss."""
+        z1, z2 = self.projector(features).chunk(2)
+        return nt_xent(z1, z2, self.temperature)

@@ -1,0 +1,34 @@
+"""What every stage's thin ``main`` shares: Hydra's output directory, the error boundary, the final report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from mtlssl.errors import UserError
+from mtlssl.reporting.console import console
+
+log = logging.getLogger("mtlssl")
+
+StageRun = Callable[[DictConfig, Path], dict[str, float]]
+
+
+def run_stage(run: StageRun, cfg: DictConfig) -> dict[str, float]:
+    """Call a stage's ``run`` in Hydra's output directory. A ``UserError`` ends the process with one
+    clear message and exit status 2 (``HYDRA_FULL_ERROR=1`` shows the traceback instead)."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        metrics = run(cfg, run_dir)
+    except UserError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("%s", err)
+        sys.exit(2)
+    console.print(f"run directory: [bold]{run_dir}[/]", highlight=False)
+    return metrics

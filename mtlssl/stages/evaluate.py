@@ -1,0 +1,102 @@
+"""Stage 3: score a checkpoint.
+
+    mtlssl eval ckpt=<run dir or .pt> [split=test] [data=<option>]
+
+An mtl checkpoint gets every task's metrics on the split; a pretrain checkpoint (or any, with
+``probe.enabled=true``) gets a linear probe and weighted kNN on frozen features for every
+classification task. The data defaults to the one the checkpoint was trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from mtlssl.config import config_dir, instantiate
+from mtlssl.data.build import build_data
+from mtlssl.data.image_set import Dataset
+from mtlssl.data.tasks import TaskSpec
+from mtlssl.encoders.base import Encoder
+from mtlssl.encoders.build import build_encoder
+from mtlssl.engine.checkpoint import load_checkpoint
+from mtlssl.engine.inference import collect
+from mtlssl.engine.runtime import Runtime
+from mtlssl.errors import UserError
+from mtlssl.metrics import knn_accuracy, linear_probe_accuracy
+from mtlssl.model import MultiTaskModel
+from mtlssl.reporting.console import console, metrics_table
+from mtlssl.reporting.files import write_metrics, write_resolved_config
+from mtlssl.stages._common import run_stage
+from mtlssl.stages.train_mtl import evaluate
+
+log = logging.getLogger(__name__)
+
+
+def probe(encoder: Encoder, data: Dataset, split: str, cfg: DictConfig, batch_size: int, rt: Runtime) -> dict:
+    """Linear-probe and kNN accuracy of frozen features for each multiclass and binary task."""
+    tasks = [t for t in data.tasks if t.kind in ("multiclass", "binary")]
+    if not tasks:
+        return {}
+    fit, score = data.split(cfg.train_split), data.split(split)
+    fit_x, score_x = collect(encoder, fit, batch_size, rt), collect(encoder, score, batch_size, rt)
+    metrics = {}
+    for task in tasks:
+        classes = task.num_outputs if task.kind == "multiclass" else 2
+        fit_y, score_y = _class_labels(task, fit.targets[task.name]), _class_labels(task, score.targets[task.name])
+        metrics[f"{split}/{task.name}/linear_probe"] = linear_probe_accuracy(
+            fit_x, fit_y, score_x, score_y, classes, weight_decay=cfg.weight_decay)
+        metrics[f"{split}/{task.name}/knn"] = knn_accuracy(
+            fit_x, fit_y, score_x, score_y, classes, k=cfg.k, temperature=cfg.temperature)
+    return metrics
+
+
+def _class_labels(task: TaskSpec, target):
+    """Binary {0., 1., NaN} targets -> class ids {0, 1, -1} (missing)."""
+    if task.kind == "multiclass":
+        return target
+    flat = target.reshape(-1)
+    return flat.nan_to_num(-1).long()
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
+    ckpt = load_checkpoint(cfg.ckpt, "ckpt")
+    trained = OmegaConf.create(ckpt["config"])
+    data = build_data(cfg.data if cfg.get("data") else trained.data)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_resolved_config(run_dir, cfg)
+
+    encoder = build_encoder(ckpt["encoder"]["arch"])
+    metrics: dict[str, float] = {}
+    if ckpt["kind"] == "mtl":
+        tasks = [TaskSpec(**t) for t in ckpt["tasks"]]
+        missing = [t.name for t in tasks if t.name not in data.split(cfg.split).targets]
+        if missing:
+            raise UserError(f"ckpt: tasks {missing} of the checkpoint have no labels in split '{cfg.split}' of "
+                            f"data '{data.name}'; evaluate on the data it was trained on")
+        model = MultiTaskModel(encoder, tasks, head=instantiate(trained.heads, "heads"))
+        model.load_state_dict(ckpt["model"])
+        model.to(rt.device, memory_format=rt.memory_format)
+        metrics.update(evaluate(model, data.split(cfg.split), cfg.batch_size, rt, cfg.split))
+    else:
+        encoder.load_state_dict(ckpt["encoder"]["state"])
+    enabled = str(cfg.probe.enabled).lower()
+    if enabled == "true" or (enabled == "auto" and ckpt["kind"] == "pretrain"):
+        encoder.to(rt.device, memory_format=rt.memory_format)
+        metrics.update(probe(encoder, data, cfg.split, cfg.probe, cfg.batch_size, rt))
+
+    write_metrics(run_dir, {"stage": "eval", "ckpt": ckpt["path"], "kind": ckpt["kind"], **metrics})
+    console.print(metrics_table(f"eval: {ckpt['kind']} checkpoint, split '{cfg.split}'", metrics))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    run_stage(run, cfg)
+
+
+if __name__ == "__main__":
+    main()

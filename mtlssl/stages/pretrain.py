@@ -1,0 +1,157 @@
+"""Stage 1: self-supervised pretraining of the encoder on unlabelled images (SimCLR).
+
+    mtlssl pretrain [overrides]        e.g.  mtlssl pretrain trainer.epochs=50 ssl.temperature=0.2
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from mtlssl.config import config_dir, instantiate, to_plain
+from mtlssl.data.build import build_data
+from mtlssl.data.image_set import Dataset
+from mtlssl.data.tasks import TaskSpec
+from mtlssl.encoders.build import build_encoder, load_encoder_init
+from mtlssl.engine.checkpoint import save_checkpoint
+from mtlssl.engine.inference import collect
+from mtlssl.engine.optim import clip_gradients, current_lr, param_groups
+from mtlssl.engine.rng import AUGMENT, SHUFFLE, generator, rng_state, seed_everything, set_rng_state
+from mtlssl.engine.run_dir import RunDir
+from mtlssl.engine.runtime import Runtime, autocast, grad_scaler
+from mtlssl.errors import UserError
+from mtlssl.metrics import knn_accuracy
+from mtlssl.reporting.console import console, metrics_table, progress
+from mtlssl.reporting.files import write_metrics
+from mtlssl.reporting.tensorboard import TensorBoard, flatten
+from mtlssl.stages._common import run_stage
+
+log = logging.getLogger(__name__)
+
+
+def monitor_task(cfg: DictConfig, data: Dataset) -> TaskSpec | None:
+    """The multiclass task the kNN monitor scores: ``monitor.task``, else the data's first multiclass one."""
+    if cfg.monitor.task:
+        task = data.select([cfg.monitor.task])[0]
+        if task.kind != "multiclass":
+            raise UserError(f"monitor.task={task.name} is a {task.kind} task; kNN monitoring needs a multiclass task")
+        return task
+    return next((t for t in data.tasks if t.kind == "multiclass"), None)
+
+
+def knn_monitor(encoder: nn.Module, task: TaskSpec | None, cfg: DictConfig, data: Dataset, rt: Runtime) -> dict:
+    """Weighted kNN accuracy of the current features: val images as queries, the train split as bank."""
+    if task is None:
+        return {}
+    bank, queries = data.split("train"), data.split("val")
+    bs = cfg.trainer.eval_batch_size
+    acc = knn_accuracy(collect(encoder, bank, bs, rt), bank.targets[task.name],
+                       collect(encoder, queries, bs, rt), queries.targets[task.name],
+                       num_classes=task.num_outputs, k=cfg.monitor.k, temperature=cfg.monitor.temperature)
+    return {f"knn/{task.name}": acc}
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    rt = Runtime.create(cfg.device, cfg.precision, cfg.trainer.channels_last)
+    out = RunDir(run_dir)
+    resume = out.resume_state(cfg.resume, "pretrain")
+    out.prepare(cfg)
+    seed_everything(cfg.seed)
+
+    data = build_data(cfg.data)
+    pool = data.split(cfg.pretrain_split)
+    monitored = monitor_task(cfg, data)
+    encoder = build_encoder(cfg.encoder.arch)
+    if cfg.encoder.init and resume is None:
+        load_encoder_init(encoder, cfg.encoder.arch, cfg.encoder.init)
+    method = instantiate(cfg.ssl, "ssl", in_dim=encoder.out_dim)
+    augment = instantiate(cfg.augmentation, "augmentation").to(rt.device)
+    model = nn.ModuleDict({"encoder": encoder, "ssl": method}).to(rt.device, memory_format=rt.memory_format)
+
+    epochs, batch_size = cfg.trainer.epochs, cfg.trainer.batch_size
+    steps_per_epoch = pool.num_batches(batch_size, drop_last=True)
+    if steps_per_epoch == 0:
+        raise UserError(f"trainer.batch_size={batch_size} is larger than the {len(pool)} images of split "
+                        f"'{cfg.pretrain_split}' (the last incomplete batch is dropped); lower trainer.batch_size")
+    optimizer = instantiate(cfg.optim, "optim")(param_groups([(model, 1.0)], cfg.optim.lr, cfg.optim.weight_decay))
+    scheduler = instantiate(cfg.sched, "sched")(optimizer, total_steps=epochs * steps_per_epoch,
+                                                steps_per_epoch=steps_per_epoch)
+    scaler = grad_scaler(rt.device, rt.precision)
+    start_epoch, step, history = 0, 0, []
+    if resume is not None:
+        model.load_state_dict({**_prefixed("encoder", resume["encoder"]["state"]), **_prefixed("ssl", resume["ssl"])})
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        set_rng_state(resume["rng"])
+        start_epoch, step, history = resume["epoch"], resume["step"], resume["history"]
+        log.info("resuming from %s at epoch %d", out.last, start_epoch)
+
+    tb = TensorBoard(out.tensorboard)
+    log.info("pretraining %s with %s on %d images of '%s' for %d epochs (%d steps each) on %s",
+             cfg.encoder.name, type(method).__name__, len(pool), cfg.pretrain_split, epochs, steps_per_epoch, rt.device)
+    with progress() as bar:
+        for epoch in range(start_epoch, epochs):
+            model.train()
+            task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=steps_per_epoch, rate="")
+            shuffle = generator(cfg.seed, SHUFFLE, epoch)
+            aug_gen = generator(cfg.seed, AUGMENT, epoch, device=rt.device)
+            loss_sum, seen, tic = torch.zeros((), device=rt.device), 0, time.perf_counter()
+            for images, _ in pool.batches(batch_size, shuffle=True, generator=shuffle, drop_last=True):
+                views = torch.cat(augment.views(images.to(rt.device, non_blocking=True), method.num_views, aug_gen))
+                with autocast(rt.device, rt.precision):
+                    loss = method.loss(encoder(views.contiguous(memory_format=rt.memory_format)))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                clip_gradients(list(model.parameters()), cfg.trainer.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                loss_sum += loss.detach()
+                seen += images.shape[0]
+                if step % cfg.trainer.log_every == 0:
+                    tb.scalars({"train/loss": loss.item(), "train/lr": current_lr(optimizer)}, step)
+                bar.update(task, advance=1, rate=f"{seen / (time.perf_counter() - tic):,.0f} img/s")
+            bar.remove_task(task)
+            seconds = time.perf_counter() - tic
+            record = {"epoch": epoch + 1, "loss": (loss_sum / steps_per_epoch).item(),
+                      "images_per_s": seen / seconds, **knn_monitor(encoder, monitored, cfg, data, rt)}
+            history.append(record)
+            tb.scalars({k: v for k, v in record.items() if k != "epoch"}, epoch + 1, prefix="epoch/")
+            log.info("epoch %d/%d  %s  (%.1fs)", epoch + 1, epochs,
+                     "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"), seconds)
+            save_checkpoint({
+                "kind": "pretrain", "config": to_plain(cfg), "epoch": epoch + 1, "step": step, "history": history,
+                "encoder": {"arch": to_plain(cfg.encoder.arch), "state": encoder.state_dict()},
+                "ssl": method.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+                "metrics": record,
+            }, out.last)
+
+    final = {k: v for k, v in history[-1].items() if k != "epoch"} if history else {}
+    tb.hparams(flatten(to_plain(cfg)), final)
+    tb.close()
+    write_metrics(out.path, {"stage": "pretrain", "final": final, "history": history})
+    console.print(metrics_table("pretrain: final epoch", final))
+    return final
+
+
+def _prefixed(prefix: str, state: dict) -> dict:
+    return {f"{prefix}.{k}": v for k, v in state.items()}
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="pretrain")
+def main(cfg: DictConfig) -> None:
+    run_stage(run, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Stage 2: multi-task training of one shared encoder with one head per task.
+
+    mtlssl train-mtl encoder.init=<pretrain run dir> weighting=uncertainty encoder.lr_mult=0.1
+
+The weighting method decides how the tasks share the encoder; the encoder is fine-tuned, frozen
+(``encoder.mode=frozen``: a linear/MLP probe of all tasks at once) or trained at its own rate
+(``encoder.lr_mult``). The best epoch by ``trainer.monitor`` on val is kept in ``best.pt`` and scored
+on test at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from mtlssl.config import config_dir, instantiate, to_plain
+from mtlssl.data.build import build_data
+from mtlssl.data.image_set import ImageSet
+from mtlssl.data.tasks import TaskSpec
+from mtlssl.encoders.build import build_encoder, load_encoder_init
+from mtlssl.engine.checkpoint import load_checkpoint, save_checkpoint
+from mtlssl.engine.inference import collect
+from mtlssl.engine.optim import clip_gradients, current_lr, param_groups, set_trainable
+from mtlssl.engine.rng import AUGMENT, SHUFFLE, generator, rng_state, seed_everything, set_rng_state
+from mtlssl.engine.run_dir import RunDir
+from mtlssl.engine.runtime import Runtime, autocast, grad_scaler
+from mtlssl.errors import UserError
+from mtlssl.metrics import is_better, task_metrics
+from mtlssl.model import MultiTaskModel
+from mtlssl.reporting.console import console, metrics_table, progress
+from mtlssl.reporting.files import write_metrics
+from mtlssl.reporting.tensorboard import TensorBoard, flatten
+from mtlssl.stages._common import run_stage
+from mtlssl.weighting.base import LossWeighting, Weighting
+
+log = logging.getLogger(__name__)
+ENCODER_MODES = ("finetune", "frozen")
+
+
+def task_losses(tasks: list[TaskSpec], outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> Tensor:
+    return torch.stack([t.loss(outputs[t.name], targets[t.name]) for t in tasks])
+
+
+def evaluate(model: MultiTaskModel, data: ImageSet, batch_size: int, rt: Runtime, prefix: str) -> dict[str, float]:
+    """Every task's metrics and loss on a split, as ``{prefix}/{task}/{metric}``, plus ``{prefix}/loss``
+    (the unweighted mean of the task losses)."""
+    outputs = collect(model, data, batch_size, rt, forward=lambda x: model(x)[1])
+    metrics: dict[str, float] = {}
+    losses = []
+    for task in model.tasks:
+        target = data.targets[task.name]
+        for name, value in task_metrics(task, outputs[task.name], target).items():
+            metrics[f"{prefix}/{task.name}/{name}"] = value
+        losses.append(task.loss(outputs[task.name], target).item())
+        metrics[f"{prefix}/{task.name}/loss"] = losses[-1]
+    metrics[f"{prefix}/loss"] = sum(losses) / len(losses)
+    return metrics
+
+
+def build_model(cfg: DictConfig, tasks: list[TaskSpec], rt: Runtime, fresh: bool) -> MultiTaskModel:
+    encoder = build_encoder(cfg.encoder.arch)
+    if cfg.encoder.init and fresh:
+        load_encoder_init(encoder, cfg.encoder.arch, cfg.encoder.init)
+    model = MultiTaskModel(encoder, tasks, head=instantiate(cfg.heads, "heads"))
+    return model.to(rt.device, memory_format=rt.memory_format)
+
+
+def build_weighting(cfg: DictConfig, num_tasks: int, rt: Runtime) -> Weighting:
+    weighting = instantiate(cfg.weighting, "weighting", num_tasks=num_tasks)
+    if not isinstance(weighting, LossWeighting):
+        raise UserError(f"weighting._target_={cfg.weighting._target_} is not a loss-weighting method; "
+                        "this trainer combines task losses (see mtlssl.weighting)")
+    return weighting.to(rt.device)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    rt = Runtime.create(cfg.device, cfg.precision, cfg.trainer.channels_last)
+    out = RunDir(run_dir)
+    resume = out.resume_state(cfg.resume, "mtl")
+    mode = cfg.encoder.mode
+    if mode not in ENCODER_MODES:
+        raise UserError(f"encoder.mode={mode} is not one of {', '.join(ENCODER_MODES)}")
+    out.prepare(cfg)
+    seed_everything(cfg.seed)
+
+    data = build_data(cfg.data)
+    tasks = data.select(cfg.tasks)
+    train, val, test = data.split("train"), data.split("val"), data.split("test")
+    model = build_model(cfg, tasks, rt, fresh=resume is None)
+    weighting = build_weighting(cfg, len(tasks), rt)
+    augment = instantiate(cfg.augmentation, "augmentation").to(rt.device)
+    frozen = mode == "frozen"
+    set_trainable(model.encoder, not frozen)
+
+    epochs, batch_size = cfg.trainer.epochs, cfg.trainer.batch_size
+    steps_per_epoch = train.num_batches(batch_size, drop_last=True)
+    if steps_per_epoch == 0:
+        raise UserError(f"trainer.batch_size={batch_size} is larger than the {len(train)} images of split 'train' "
+                        "(the last incomplete batch is dropped); lower trainer.batch_size")
+    trainable = [(model.heads, 1.0), (weighting, 1.0)] + ([] if frozen else [(model.encoder, cfg.encoder.lr_mult)])
+    optimizer = instantiate(cfg.optim, "optim")(param_groups(trainable, cfg.optim.lr, cfg.optim.weight_decay))
+    scheduler = instantiate(cfg.sched, "sched")(optimizer, total_steps=epochs * steps_per_epoch,
+                                                steps_per_epoch=steps_per_epoch)
+    scaler = grad_scaler(rt.device, rt.precision)
+    monitor = cfg.trainer.monitor
+    start_epoch, step, history, best = 0, 0, [], {"epoch": 0, "value": math.nan}
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        weighting.load_state_dict(resume["weighting"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        set_rng_state(resume["rng"])
+        start_epoch, step, history, best = resume["epoch"], resume["step"], resume["history"], resume["best"]
+        log.info("resuming from %s at epoch %d", out.last, start_epoch)
+
+    def checkpoint(epoch: int, metrics: dict[str, float], full: bool) -> dict:
+        state = {
+            "kind": "mtl", "config": to_plain(cfg), "epoch": epoch, "step": step, "metrics": metrics,
+            "tasks": [t.as_dict() for t in tasks],
+            "encoder": {"arch": to_plain(cfg.encoder.arch), "state": model.encoder.state_dict()},
+            "model": model.state_dict(), "weighting": weighting.state_dict(),
+        }
+        if full:
+            state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                         scaler=scaler.state_dict(), rng=rng_state(), history=history, best=best)
+        return state
+
+    tb = TensorBoard(out.tensorboard)
+    log.info("training %d tasks (%s) with %s weighting, encoder %s (%s%s) on %d images for %d epochs on %s",
+             len(tasks), ", ".join(t.name for t in tasks), type(weighting).__name__, cfg.encoder.name, mode,
+             f", lr x{cfg.encoder.lr_mult}" if not frozen and cfg.encoder.lr_mult != 1 else "",
+             len(train), epochs, rt.device)
+    with progress() as bar:
+        for epoch in range(start_epoch, epochs):
+            model.train()
+            if frozen:  # a frozen encoder keeps its BatchNorm statistics too
+                model.encoder.eval()
+            task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=steps_per_epoch, rate="")
+            shuffle = generator(cfg.seed, SHUFFLE, epoch)
+            aug_gen = generator(cfg.seed, AUGMENT, epoch, device=rt.device)
+            loss_sum = torch.zeros(len(tasks), device=rt.device)
+            seen, tic = 0, time.perf_counter()
+            for images, targets in train.batches(batch_size, shuffle=True, generator=shuffle, drop_last=True):
+                x = augment(images.to(rt.device, non_blocking=True), aug_gen).contiguous(memory_format=rt.memory_format)
+                targets = {k: v.to(rt.device, non_blocking=True) for k, v in targets.items()}
+                with autocast(rt.device, rt.precision):
+                    with torch.set_grad_enabled(not frozen):
+                        features = model.encoder(x)
+                    losses = task_losses(tasks, model.forward_heads(features), targets)
+                total = weighting.combine(losses.float())
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(total).backward()
+                scaler.unscale_(optimizer)
+                clip_gradients([p for g in optimizer.param_groups for p in g["params"]], cfg.trainer.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                loss_sum += losses.detach()
+                seen += images.shape[0]
+                if step % cfg.trainer.log_every == 0:
+                    tb.scalars({f"train/{t.name}/loss": v for t, v in zip(tasks, losses.tolist(), strict=True)}, step)
+                    tb.scalars({f"weights/{t.name}": v for t, v in zip(tasks, weighting.last_weights.tolist(), strict=True)}, step)
+                    tb.scalars({"train/loss": total.item(), "train/lr": current_lr(optimizer)}, step)
+                bar.update(task, advance=1, rate=f"{seen / (time.perf_counter() - tic):,.0f} img/s")
+            bar.remove_task(task)
+            seconds = time.perf_counter() - tic
+            metrics = evaluate(model, val, cfg.trainer.eval_batch_size, rt, "val")
+            metrics.update({f"train/{t.name}/loss": v for t, v in zip(tasks, (loss_sum / steps_per_epoch).tolist(), strict=True)})
+            metrics["images_per_s"] = seen / seconds
+            if monitor not in metrics:
+                raise UserError(f"trainer.monitor={monitor} is not a validation metric; use one of "
+                                f"{', '.join(k for k in metrics if k.startswith('val/'))}")
+            history.append({"epoch": epoch + 1, **metrics})
+            tb.scalars(metrics, epoch + 1)
+            improved = best["epoch"] == 0 or is_better(monitor, metrics[monitor], best["value"])
+            if improved:
+                best = {"epoch": epoch + 1, "value": metrics[monitor]}
+                save_checkpoint(checkpoint(epoch + 1, metrics, full=False), out.best)
+            log.info("epoch %d/%d  train loss %s  %s %.4f%s  (%.1fs, %.0f img/s)", epoch + 1, epochs,
+                     " ".join(f"{v:.3f}" for v in (loss_sum / steps_per_epoch).tolist()), monitor,
+                     metrics[monitor], "  *best*" if improved else "", seconds, metrics["images_per_s"])
+            save_checkpoint(checkpoint(epoch + 1, metrics, full=True), out.last)
+
+    best_state = load_checkpoint(out.best, "best checkpoint", kinds=("mtl",))
+    model.load_state_dict(best_state["model"])
+    results = {**{k: v for k, v in best_state["metrics"].items() if k.startswith("val/")},
+               **evaluate(model, test, cfg.trainer.eval_batch_size, rt, "test"), "best_epoch": best["epoch"]}
+    tb.hparams(flatten(to_plain(cfg)), results)
+    tb.close()
+    write_metrics(out.path, {"stage": "train_mtl", "monitor": monitor, **results, "history": history})
+    console.print(metrics_table(f"train-mtl: best epoch {best['epoch']} by {monitor}",
+                                {k: v for k, v in results.items() if k.startswith("test/")}))
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train_mtl")
+def main(cfg: DictConfig) -> None:
+    run_stage(run, cfg)
+
+
+if __name__ == "__main__":
+    main()

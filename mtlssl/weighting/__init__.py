@@ -1,0 +1,34 @@
+"""Loss-weighting and gradient-balancing methods behind one interface (see ``base``).
+
+    >>> w = mtlssl.weighting.get("uncertainty", num_tasks=3)
+    >>> total = w.combine(torch.stack([loss_a, loss_b, loss_c]))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mtlssl.errors import UserError
+from mtlssl.weighting.base import GradientWeighting, LossWeighting, Weighting
+from mtlssl.weighting.equal import Equal
+from mtlssl.weighting.static import Static
+from mtlssl.weighting.uncertainty import Uncertainty
+
+METHODS: dict[str, type[Weighting]] = {
+    "equal": Equal,
+    "static": Static,
+    "uncertainty": Uncertainty,
+}
+
+
+def get(name: str, num_tasks: int, **hparams: Any) -> Weighting:
+    """Build a weighting method by name; ``hparams`` are the method's own typed arguments."""
+    if name not in METHODS:
+        raise UserError(f"unknown weighting method '{name}'; choose one of {', '.join(METHODS)}")
+    try:
+        return METHODS[name](num_tasks, **hparams)
+    except TypeError as err:  # an unknown or missing hyper-parameter name
+        raise UserError(f"weighting '{name}': {err}") from err
+
+
+__all__ = ["METHODS", "GradientWeighting", "LossWeighting", "Weighting", "get"]

@@ -1,0 +1,56 @@
+"""The command line as users run it: subprocesses of the installed console scripts."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import TINY, TINY_TRAIN
+
+BIN = Path(sys.executable).parent
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_umbrella_help_lists_the_stages(tmp_path: Path) -> None:
+    out = run_cli("mtlssl", "--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for stage in ("pretrain", "train-mtl", "eval", "pipeline"):
+        assert stage in out.stdout
+
+
+def test_unknown_stage_exits_2(tmp_path: Path) -> None:
+    out = run_cli("mtlssl", "nope", cwd=tmp_path)
+    assert out.returncode == 2 and "unknown stage 'nope'" in out.stderr
+
+
+def test_stage_help_and_cfg_job_work_from_any_directory(tmp_path: Path) -> None:
+    for stage in ("pretrain", "train-mtl", "eval", "pipeline"):
+        out = run_cli("mtlssl", stage, "--help", cwd=tmp_path)
+        assert out.returncode == 0 and "== Configuration groups ==" in out.stdout, out.stderr
+    out = run_cli("mtlssl-train-mtl", "--cfg", "job", "weighting=uncertainty", cwd=tmp_path)
+    assert out.returncode == 0 and "Uncertainty" in out.stdout
+
+
+def test_multirun_sweep_runs_two_jobs(tmp_path: Path) -> None:
+    out = run_cli("mtlssl", "train-mtl", "-m", "weighting=equal,uncertainty", *TINY, *TINY_TRAIN,
+                  "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(results) == 2
+    assert all("test/shape/accuracy" in json.loads(p.read_text()) for p in results)
+    methods = {(p.parent / ".hydra/overrides.yaml").read_text().split("weighting=")[1].split()[0] for p in results}
+    assert methods == {"equal", "uncertainty"}
+
+
+def test_user_error_exits_2_with_one_clear_message(tmp_path: Path) -> None:
+    out = run_cli("mtlssl", "eval", "ckpt=missing.pt", "device=cpu", cwd=tmp_path)
+    assert out.returncode == 2
+    text = out.stdout + out.stderr
+    assert "checkpoint 'missing.pt' does not exist" in text and "Traceback" not in text
