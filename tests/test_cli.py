@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import TINY, TINY_TRAIN
 
 BIN = Path(sys.executable).parent
@@ -49,8 +51,28 @@ def test_multirun_sweep_runs_two_jobs(tmp_path: Path) -> None:
     assert methods == {"equal", "uncertainty"}
 
 
-def test_user_error_exits_2_with_one_clear_message(tmp_path: Path) -> None:
-    out = run_cli("mtlssl", "eval", "ckpt=missing.pt", "device=cpu", cwd=tmp_path)
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["eval", "ckpt=missing.pt"], "checkpoint 'missing.pt' does not exist"),
+        (["train-mtl", "tasks=[shape,nope]"], "unknown task 'nope'"),
+        (["train-mtl", "encoder.init={pretrained}", "encoder.arch.width=6"], "encoder mismatch"),
+        (["train-mtl", "hydra.run.dir={pretrained}"], "is a pretrain checkpoint, but a mtl checkpoint is needed"),
+    ],
+)
+def test_user_errors_exit_2_with_one_clear_message(args: list[str], message: str, pretrained_run: Path,
+                                                   tmp_path: Path) -> None:
+    before = own_outputs(pretrained_run)
+    stage, *rest = (a.format(pretrained=pretrained_run) for a in args)
+    out = run_cli("mtlssl", stage, *(TINY if stage == "train-mtl" else ["device=cpu"]), *rest, cwd=tmp_path)
     assert out.returncode == 2
-    text = out.stdout + out.stderr
-    assert "checkpoint 'missing.pt' does not exist" in text and "Traceback" not in text
+    text = " ".join((out.stdout + out.stderr).split())  # undo the console's line wrapping
+    assert message in text and "Traceback" not in text
+    # mtlssl's outputs of an existing run are untouched, even when it was named as the run directory.
+    assert own_outputs(pretrained_run) == before
+
+
+def own_outputs(run_dir: Path) -> list[tuple[Path, int]]:
+    """mtlssl's files in a run directory (Hydra rewrites its own .hydra/ bookkeeping at every launch)."""
+    return sorted((p, p.stat().st_mtime_ns) for p in run_dir.rglob("*")
+                  if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log")

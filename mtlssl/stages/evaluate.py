@@ -69,6 +69,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     write_resolved_config(run_dir, cfg)
 
+    log.info("scoring %s checkpoint %s (epoch %s) on split '%s' of '%s'", ckpt["kind"], ckpt["path"],
+             ckpt.get("epoch"), cfg.split, data.name)
     encoder = build_encoder(ckpt["encoder"]["arch"])
     metrics: dict[str, float] = {}
     if ckpt["kind"] == "mtl":
@@ -88,6 +90,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         encoder.to(rt.device, memory_format=rt.memory_format)
         metrics.update(probe(encoder, data, cfg.split, cfg.probe, cfg.batch_size, rt))
 
+    log.info("results: %s", "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     write_metrics(run_dir, {"stage": "eval", "ckpt": ckpt["path"], "kind": ckpt["kind"], **metrics})
     console.print(metrics_table(f"eval: {ckpt['kind']} checkpoint, split '{cfg.split}'", metrics))
     return metrics

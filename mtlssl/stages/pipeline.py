@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import ModuleType
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +20,7 @@ from mtlssl.config import config_dir, to_plain
 from mtlssl.data.tasks import HIGHER_IS_BETTER
 from mtlssl.reporting.console import console, fmt
 from mtlssl.reporting.files import write_metrics, write_resolved_config
+from mtlssl.reporting.log_file import log_file
 from mtlssl.stages import evaluate, pretrain, train_mtl
 from mtlssl.stages._common import run_stage
 
@@ -60,23 +62,23 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_resolved_config(run_dir, cfg)
 
+    def stage(module: ModuleType, name: str, sub_dir: str, **updates: object) -> dict[str, float]:
+        with log_file(run_dir / sub_dir / f"{name}.log"):
+            return module.run(stage_config(cfg, name, **updates), run_dir / sub_dir)
+
     log.info("[1/4] pretrain -> %s", run_dir / "pretrain")
-    pretrain.run(stage_config(cfg, "pretrain"), run_dir / "pretrain")
+    stage(pretrain, "pretrain", "pretrain")
     log.info("[2/4] train-mtl from the pretrained encoder -> %s", run_dir / "train_mtl")
-    mtl_cfg = stage_config(cfg, "train_mtl", encoder={"init": str(run_dir / "pretrain")})
-    results = {"pretrained": train_mtl.run(mtl_cfg, run_dir / "train_mtl")}
+    results = {"pretrained": stage(train_mtl, "train_mtl", "train_mtl", encoder={"init": str(run_dir / "pretrain")})}
     if cfg.scratch_baseline:
         log.info("[3/4] train-mtl from a random encoder (baseline) -> %s", run_dir / "train_mtl_scratch")
-        scratch_cfg = stage_config(cfg, "train_mtl", encoder={"init": None})
-        results["scratch"] = train_mtl.run(scratch_cfg, run_dir / "train_mtl_scratch")
+        results["scratch"] = stage(train_mtl, "train_mtl", "train_mtl_scratch", encoder={"init": None})
     log.info("[4/4] eval: probe the pretrained encoder and score the multi-task models")
     eval_base = {"channels_last": cfg.train_mtl.trainer.channels_last, "data": None}
-    results["probe"] = evaluate.run(stage_config(cfg, "eval", ckpt=str(run_dir / "pretrain"), **eval_base),
-                                    run_dir / "eval_pretrain")
+    results["probe"] = stage(evaluate, "eval", "eval_pretrain", ckpt=str(run_dir / "pretrain"), **eval_base)
     for name, sub in (("pretrained", "train_mtl"), ("scratch", "train_mtl_scratch")):
         if name in results:
-            results[f"eval_{name}"] = evaluate.run(stage_config(cfg, "eval", ckpt=str(run_dir / sub), **eval_base),
-                                                   run_dir / f"eval_{name}")
+            results[f"eval_{name}"] = stage(evaluate, "eval", f"eval_{name}", ckpt=str(run_dir / sub), **eval_base)
 
     split = cfg.eval.split
     tests = {k: {m: v for m, v in results[k].items() if m.startswith(f"{split}/")}

@@ -125,7 +125,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             record = {"epoch": epoch + 1, "loss": (loss_sum / steps_per_epoch).item(),
                       "images_per_s": seen / seconds, **knn_monitor(encoder, monitored, cfg, data, rt)}
             history.append(record)
-            tb.scalars({k: v for k, v in record.items() if k != "epoch"}, epoch + 1, prefix="epoch/")
+            tb.scalars({k: v for k, v in record.items() if k != "epoch"}, step, prefix="epoch/")
             log.info("epoch %d/%d  %s  (%.1fs)", epoch + 1, epochs,
                      "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"), seconds)
             save_checkpoint({

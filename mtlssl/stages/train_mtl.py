@@ -48,6 +48,14 @@ def task_losses(tasks: list[TaskSpec], outputs: dict[str, Tensor], targets: dict
     return torch.stack([t.loss(outputs[t.name], targets[t.name]) for t in tasks])
 
 
+def log_step(tb: TensorBoard, tasks: list[TaskSpec], losses: Tensor, total: Tensor, weighting: Weighting, lr: float,
+             step: int) -> None:
+    """Per-step TensorBoard scalars: each task's loss and weight, the combined loss, the learning rate."""
+    tb.scalars({f"train/{t.name}/loss": v for t, v in zip(tasks, losses.tolist(), strict=True)}, step)
+    tb.scalars({f"weights/{t.name}": v for t, v in zip(tasks, weighting.last_weights.tolist(), strict=True)}, step)
+    tb.scalars({"train/loss": total.item(), "train/lr": lr}, step)
+
+
 def evaluate(model: MultiTaskModel, data: ImageSet, batch_size: int, rt: Runtime, prefix: str) -> dict[str, float]:
     """Every task's metrics and loss on a split, as ``{prefix}/{task}/{metric}``, plus ``{prefix}/loss``
     (the unweighted mean of the task losses)."""
@@ -167,26 +175,25 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                 loss_sum += losses.detach()
                 seen += images.shape[0]
                 if step % cfg.trainer.log_every == 0:
-                    tb.scalars({f"train/{t.name}/loss": v for t, v in zip(tasks, losses.tolist(), strict=True)}, step)
-                    tb.scalars({f"weights/{t.name}": v for t, v in zip(tasks, weighting.last_weights.tolist(), strict=True)}, step)
-                    tb.scalars({"train/loss": total.item(), "train/lr": current_lr(optimizer)}, step)
+                    log_step(tb, tasks, losses, total, weighting, current_lr(optimizer), step)
                 bar.update(task, advance=1, rate=f"{seen / (time.perf_counter() - tic):,.0f} img/s")
             bar.remove_task(task)
             seconds = time.perf_counter() - tic
             metrics = evaluate(model, val, cfg.trainer.eval_batch_size, rt, "val")
-            metrics.update({f"train/{t.name}/loss": v for t, v in zip(tasks, (loss_sum / steps_per_epoch).tolist(), strict=True)})
+            epoch_losses = (loss_sum / steps_per_epoch).tolist()
+            metrics.update({f"train/{t.name}/epoch_loss": v for t, v in zip(tasks, epoch_losses, strict=True)})
             metrics["images_per_s"] = seen / seconds
             if monitor not in metrics:
                 raise UserError(f"trainer.monitor={monitor} is not a validation metric; use one of "
                                 f"{', '.join(k for k in metrics if k.startswith('val/'))}")
             history.append({"epoch": epoch + 1, **metrics})
-            tb.scalars(metrics, epoch + 1)
+            tb.scalars(metrics, step)  # one x-axis (the global step) for every curve
             improved = best["epoch"] == 0 or is_better(monitor, metrics[monitor], best["value"])
             if improved:
                 best = {"epoch": epoch + 1, "value": metrics[monitor]}
                 save_checkpoint(checkpoint(epoch + 1, metrics, full=False), out.best)
             log.info("epoch %d/%d  train loss %s  %s %.4f%s  (%.1fs, %.0f img/s)", epoch + 1, epochs,
-                     " ".join(f"{v:.3f}" for v in (loss_sum / steps_per_epoch).tolist()), monitor,
+                     " ".join(f"{v:.3f}" for v in epoch_losses), monitor,
                      metrics[monitor], "  *best*" if improved else "", seconds, metrics["images_per_s"])
             save_checkpoint(checkpoint(epoch + 1, metrics, full=True), out.last)
 

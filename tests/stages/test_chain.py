@@ -78,8 +78,10 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
 
 def test_pipeline_runs_all_stages_and_compares_with_scratch(tmp_path: Path) -> None:
     flat = pipeline.run(tiny("pipeline"), tmp_path)
-    for sub in ("pretrain", "train_mtl", "train_mtl_scratch", "eval_pretrain", "eval_pretrained", "eval_scratch"):
+    for sub, stage in (("pretrain", "pretrain"), ("train_mtl", "train_mtl"), ("train_mtl_scratch", "train_mtl"),
+                       ("eval_pretrain", "eval"), ("eval_pretrained", "eval"), ("eval_scratch", "eval")):
         assert (tmp_path / sub / "metrics.json").is_file(), sub
+        assert "INFO" in (tmp_path / sub / f"{stage}.log").read_text(), sub
     assert "eval_pretrained/test/shape/accuracy" in flat and "eval_scratch/test/shape/accuracy" in flat
     mtl_cfg = (tmp_path / "train_mtl" / "resolved_config.yaml").read_text()
     assert str(tmp_path / "pretrain") in mtl_cfg
