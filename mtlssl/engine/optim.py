@@ -71,6 +71,16 @@ def current_lr(optimizer: Optimizer) -> float:
     return max(group["lr"] for group in optimizer.param_groups)
 
 
-def clip_gradients(params: Sequence[torch.Tensor], max_norm: float | None) -> None:
-    if max_norm:
-        nn.utils.clip_grad_norm_(params, max_norm)
+def optimizer_step(
+    loss: torch.Tensor, optimizer: Optimizer, scheduler: LambdaLR, scaler: torch.amp.GradScaler,
+    grad_clip: float | None,
+) -> None:
+    """One optimisation step: (scaled) backward, unscale so clipping sees true norms, clip, step, schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    if grad_clip:
+        nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()

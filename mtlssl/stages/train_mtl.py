@@ -27,7 +27,7 @@ from mtlssl.data.tasks import TaskSpec
 from mtlssl.encoders.build import build_encoder, load_encoder_init
 from mtlssl.engine.checkpoint import load_checkpoint, save_checkpoint
 from mtlssl.engine.inference import collect
-from mtlssl.engine.optim import clip_gradients, current_lr, param_groups, set_trainable
+from mtlssl.engine.optim import current_lr, optimizer_step, param_groups, set_trainable
 from mtlssl.engine.rng import AUGMENT, SHUFFLE, generator, rng_state, seed_everything, set_rng_state
 from mtlssl.engine.run_dir import RunDir
 from mtlssl.engine.runtime import Runtime, autocast, grad_scaler
@@ -164,13 +164,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                         features = model.encoder(x)
                     losses = task_losses(tasks, model.forward_heads(features), targets)
                 total = weighting.combine(losses.float())
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(total).backward()
-                scaler.unscale_(optimizer)
-                clip_gradients([p for g in optimizer.param_groups for p in g["params"]], cfg.trainer.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
+                optimizer_step(total, optimizer, scheduler, scaler, cfg.trainer.grad_clip)
                 step += 1
                 loss_sum += losses.detach()
                 seen += images.shape[0]

@@ -1,0 +1,70 @@
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtlssl.engine.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from mtlssl.errors import UserError
+
+
+def test_round_trip_and_run_directory_resolution(tmp_path: Path) -> None:
+    save_checkpoint({"kind": "mtl", "epoch": 3, "w": torch.arange(4)}, tmp_path / "checkpoints" / "last.pt")
+    ckpt = load_checkpoint(tmp_path, "ckpt")
+    assert ckpt["epoch"] == 3 and torch.equal(ckpt["w"], torch.arange(4)) and ckpt["format_version"] == 1
+    save_checkpoint({"kind": "mtl", "epoch": 2}, tmp_path / "checkpoints" / "best.pt")
+    assert resolve_checkpoint(tmp_path, "ckpt").name == "best.pt"  # a run directory means its best.pt first
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint({"kind": "mtl", "epoch": 1}, path)
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        save_checkpoint({"kind": "mtl", "epoch": 2}, path)
+    assert load_checkpoint(path, "ckpt")["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_truncated_foreign_and_missing_checkpoints_are_clear_errors(tmp_path: Path) -> None:
+    good = tmp_path / "good.pt"
+    save_checkpoint({"kind": "pretrain", "w": torch.randn(1000)}, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:500])
+    with pytest.raises(UserError, match="cannot read checkpoint .* truncated"):
+        load_checkpoint(truncated, "ckpt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(UserError, match="not an mtlssl checkpoint"):
+        load_checkpoint(foreign, "ckpt")
+    with pytest.raises(UserError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt", "ckpt")
+    with pytest.raises(UserError, match="holds no checkpoints"):
+        load_checkpoint(tmp_path, "ckpt")
+    with pytest.raises(UserError, match="is a pretrain checkpoint, but a mtl checkpoint is needed"):
+        load_checkpoint(good, "resume", kinds=("mtl",))
+
+
+class Payload:
+    def __reduce__(self):  # runs os.system on unpickling, if the loader allowed arbitrary code
+        return (os.system, ("touch pwned",))
+
+
+def test_a_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"kind": "mtl", "x": Payload()}, f, protocol=2)  # torch.save's protocol
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(UserError, match="cannot read checkpoint"):
+            load_checkpoint(path, "ckpt")
+    finally:
+        os.chdir(cwd)
+    assert not (tmp_path / "pwned").exists()
