@@ -77,6 +77,19 @@ class TaskSpec:
             return F.mse_loss(output, target)
         return F.binary_cross_entropy_with_logits(output, target)
 
+    @property
+    def num_classes(self) -> int | None:
+        """Classes of a single-label task (multiclass: its classes; binary: 2); None for the others."""
+        return {"multiclass": self.num_outputs, "binary": 2}.get(self.kind)
+
+    def class_labels(self, target: Tensor) -> Tensor:
+        """Single-label targets as class ids, -1 where missing (for kNN and linear probes)."""
+        if self.kind == "multiclass":
+            return target.long()
+        if self.kind == "binary":
+            return target.reshape(-1).nan_to_num(-1).long()
+        raise ValueError(f"task '{self.name}' ({self.kind}) has no single class label")
+
     def predict(self, output: Tensor) -> Tensor:
         """Head output -> the prediction metrics score: class probabilities, label probabilities or values."""
         output = output.float()

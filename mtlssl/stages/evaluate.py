@@ -22,7 +22,7 @@ from mtlssl.data.tasks import TaskSpec
 from mtlssl.encoders.base import Encoder
 from mtlssl.encoders.build import build_encoder
 from mtlssl.engine.checkpoint import load_checkpoint
-from mtlssl.engine.inference import collect
+from mtlssl.engine.inference import collect, score_tasks
 from mtlssl.engine.runtime import Runtime
 from mtlssl.errors import UserError
 from mtlssl.metrics import knn_accuracy, linear_probe_accuracy
@@ -30,35 +30,26 @@ from mtlssl.model import MultiTaskModel
 from mtlssl.reporting.console import console, metrics_table
 from mtlssl.reporting.files import write_metrics, write_resolved_config
 from mtlssl.stages._common import run_stage
-from mtlssl.stages.train_mtl import evaluate
+from mtlssl.stages.train_mtl import load_model_state
 
 log = logging.getLogger(__name__)
 
 
 def probe(encoder: Encoder, data: Dataset, split: str, cfg: DictConfig, batch_size: int, rt: Runtime) -> dict:
     """Linear-probe and kNN accuracy of frozen features for each multiclass and binary task."""
-    tasks = [t for t in data.tasks if t.kind in ("multiclass", "binary")]
+    tasks = [t for t in data.tasks if t.num_classes]
     if not tasks:
         return {}
     fit, score = data.split(cfg.train_split), data.split(split)
     fit_x, score_x = collect(encoder, fit, batch_size, rt), collect(encoder, score, batch_size, rt)
     metrics = {}
     for task in tasks:
-        classes = task.num_outputs if task.kind == "multiclass" else 2
-        fit_y, score_y = _class_labels(task, fit.targets[task.name]), _class_labels(task, score.targets[task.name])
+        fit_y, score_y = task.class_labels(fit.targets[task.name]), task.class_labels(score.targets[task.name])
         metrics[f"{split}/{task.name}/linear_probe"] = linear_probe_accuracy(
-            fit_x, fit_y, score_x, score_y, classes, weight_decay=cfg.weight_decay)
+            fit_x, fit_y, score_x, score_y, task.num_classes, weight_decay=cfg.weight_decay)
         metrics[f"{split}/{task.name}/knn"] = knn_accuracy(
-            fit_x, fit_y, score_x, score_y, classes, k=cfg.k, temperature=cfg.temperature)
+            fit_x, fit_y, score_x, score_y, task.num_classes, k=cfg.k, temperature=cfg.temperature)
     return metrics
-
-
-def _class_labels(task: TaskSpec, target):
-    """Binary {0., 1., NaN} targets -> class ids {0, 1, -1} (missing)."""
-    if task.kind == "multiclass":
-        return target
-    flat = target.reshape(-1)
-    return flat.nan_to_num(-1).long()
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
@@ -80,9 +71,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             raise UserError(f"ckpt: tasks {missing} of the checkpoint have no labels in split '{cfg.split}' of "
                             f"data '{data.name}'; evaluate on the data it was trained on")
         model = MultiTaskModel(encoder, tasks, head=instantiate(trained.heads, "heads"))
-        model.load_state_dict(ckpt["model"])
+        load_model_state(model, ckpt)
         model.to(rt.device, memory_format=rt.memory_format)
-        metrics.update(evaluate(model, data.split(cfg.split), cfg.batch_size, rt, cfg.split))
+        metrics.update(score_tasks(model, data.split(cfg.split), cfg.batch_size, rt, cfg.split))
     else:
         encoder.load_state_dict(ckpt["encoder"]["state"])
     enabled = str(cfg.probe.enabled).lower()

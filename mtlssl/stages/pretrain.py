@@ -35,26 +35,28 @@ from mtlssl.stages._common import run_stage
 log = logging.getLogger(__name__)
 
 
-def monitor_task(cfg: DictConfig, data: Dataset) -> TaskSpec | None:
-    """The multiclass task the kNN monitor scores: ``monitor.task``, else the data's first multiclass one."""
-    if cfg.monitor.task:
-        task = data.select([cfg.monitor.task])[0]
-        if task.kind != "multiclass":
-            raise UserError(f"monitor.task={task.name} is a {task.kind} task; kNN monitoring needs a multiclass task")
-        return task
-    return next((t for t in data.tasks if t.kind == "multiclass"), None)
+def monitor_tasks(cfg: DictConfig, data: Dataset) -> list[TaskSpec]:
+    """The classification tasks the kNN monitor scores: ``monitor.tasks``, else all of the data's."""
+    if cfg.monitor.get("disabled"):
+        return []
+    tasks = data.select(cfg.monitor.tasks) if cfg.monitor.tasks else [t for t in data.tasks if t.num_classes]
+    unfit = [t.name for t in tasks if not t.num_classes]
+    if unfit:
+        raise UserError(f"monitor.tasks: {unfit} are not classification tasks; kNN needs multiclass or binary tasks")
+    return tasks
 
 
-def knn_monitor(encoder: nn.Module, task: TaskSpec | None, cfg: DictConfig, data: Dataset, rt: Runtime) -> dict:
-    """Weighted kNN accuracy of the current features: val images as queries, the train split as bank."""
-    if task is None:
+def knn_monitor(encoder: nn.Module, tasks: list[TaskSpec], cfg: DictConfig, data: Dataset, rt: Runtime) -> dict:
+    """Weighted kNN accuracy of the current features per task: val images as queries, the train split as bank."""
+    if not tasks:
         return {}
     bank, queries = data.split("train"), data.split("val")
-    bs = cfg.trainer.eval_batch_size
-    acc = knn_accuracy(collect(encoder, bank, bs, rt), bank.targets[task.name],
-                       collect(encoder, queries, bs, rt), queries.targets[task.name],
-                       num_classes=task.num_outputs, k=cfg.monitor.k, temperature=cfg.monitor.temperature)
-    return {f"knn/{task.name}": acc}
+    bank_x = collect(encoder, bank, cfg.trainer.eval_batch_size, rt)
+    query_x = collect(encoder, queries, cfg.trainer.eval_batch_size, rt)
+    return {f"knn/{t.name}": knn_accuracy(bank_x, t.class_labels(bank.targets[t.name]), query_x,
+                                          t.class_labels(queries.targets[t.name]), num_classes=t.num_classes,
+                                          k=cfg.monitor.k, temperature=cfg.monitor.temperature)
+            for t in tasks}
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
@@ -66,7 +68,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
     data = build_data(cfg.data)
     pool = data.split(cfg.pretrain_split)
-    monitored = monitor_task(cfg, data)
+    monitored = monitor_tasks(cfg, data)
     encoder = build_encoder(cfg.encoder.arch)
     if cfg.encoder.init and resume is None:
         load_encoder_init(encoder, cfg.encoder.arch, cfg.encoder.init)
@@ -96,6 +98,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     tb = TensorBoard(out.tensorboard)
     log.info("pretraining %s with %s on %d images of '%s' for %d epochs (%d steps each) on %s",
              cfg.encoder.name, type(method).__name__, len(pool), cfg.pretrain_split, epochs, steps_per_epoch, rt.device)
+    if not history and monitored:  # the encoder before any pretraining: the reference the epochs must beat
+        history.append({"epoch": 0, **knn_monitor(encoder, monitored, cfg, data, rt)})
+        log.info("epoch 0 (initial encoder)  %s", describe(history[0]))
     with progress() as bar:
         for epoch in range(start_epoch, epochs):
             model.train()
@@ -120,8 +125,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                       "images_per_s": seen / seconds, **knn_monitor(encoder, monitored, cfg, data, rt)}
             history.append(record)
             tb.scalars({k: v for k, v in record.items() if k != "epoch"}, step, prefix="epoch/")
-            log.info("epoch %d/%d  %s  (%.1fs)", epoch + 1, epochs,
-                     "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"), seconds)
+            log.info("epoch %d/%d  %s  (%.1fs)", epoch + 1, epochs, describe(record), seconds)
             save_checkpoint({
                 "kind": "pretrain", "config": to_plain(cfg), "epoch": epoch + 1, "step": step, "history": history,
                 "encoder": {"arch": to_plain(cfg.encoder.arch), "state": encoder.state_dict()},
@@ -133,9 +137,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     final = {k: v for k, v in history[-1].items() if k != "epoch"} if history else {}
     tb.hparams(flatten(to_plain(cfg)), final)
     tb.close()
-    write_metrics(out.path, {"stage": "pretrain", "final": final, "history": history})
+    initial = {k: v for k, v in history[0].items() if k != "epoch"} if history and history[0]["epoch"] == 0 else {}
+    write_metrics(out.path, {"stage": "pretrain", "initial": initial, "final": final, "history": history})
     console.print(metrics_table("pretrain: final epoch", final))
     return final
+
+
+def describe(record: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch")
 
 
 def _prefixed(prefix: str, state: dict) -> dict:

@@ -22,17 +22,16 @@ from torch import Tensor
 
 from mtlssl.config import config_dir, instantiate, to_plain
 from mtlssl.data.build import build_data
-from mtlssl.data.image_set import ImageSet
 from mtlssl.data.tasks import TaskSpec
 from mtlssl.encoders.build import build_encoder, load_encoder_init
 from mtlssl.engine.checkpoint import load_checkpoint, save_checkpoint
-from mtlssl.engine.inference import collect
+from mtlssl.engine.inference import score_tasks
 from mtlssl.engine.optim import current_lr, optimizer_step, param_groups, set_trainable
 from mtlssl.engine.rng import AUGMENT, SHUFFLE, generator, rng_state, seed_everything, set_rng_state
 from mtlssl.engine.run_dir import RunDir
 from mtlssl.engine.runtime import Runtime, autocast, grad_scaler
 from mtlssl.errors import UserError
-from mtlssl.metrics import is_better, task_metrics
+from mtlssl.metrics import is_better
 from mtlssl.model import MultiTaskModel
 from mtlssl.reporting.console import console, metrics_table, progress
 from mtlssl.reporting.files import write_metrics
@@ -56,20 +55,12 @@ def log_step(tb: TensorBoard, tasks: list[TaskSpec], losses: Tensor, total: Tens
     tb.scalars({"train/loss": total.item(), "train/lr": lr}, step)
 
 
-def evaluate(model: MultiTaskModel, data: ImageSet, batch_size: int, rt: Runtime, prefix: str) -> dict[str, float]:
-    """Every task's metrics and loss on a split, as ``{prefix}/{task}/{metric}``, plus ``{prefix}/loss``
-    (the unweighted mean of the task losses)."""
-    outputs = collect(model, data, batch_size, rt, forward=lambda x: model(x)[1])
-    metrics: dict[str, float] = {}
-    losses = []
-    for task in model.tasks:
-        target = data.targets[task.name]
-        for name, value in task_metrics(task, outputs[task.name], target).items():
-            metrics[f"{prefix}/{task.name}/{name}"] = value
-        losses.append(task.loss(outputs[task.name], target).item())
-        metrics[f"{prefix}/{task.name}/loss"] = losses[-1]
-    metrics[f"{prefix}/loss"] = sum(losses) / len(losses)
-    return metrics
+def check_monitor(monitor: str, tasks: list[TaskSpec]) -> str:
+    """Fail before training, not after an epoch, when the model-selection metric does not exist."""
+    valid = ["val/loss"] + [f"val/{t.name}/{m}" for t in tasks for m in (*t.metrics, "loss")]
+    if monitor not in valid:
+        raise UserError(f"trainer.monitor={monitor} is not a validation metric; use one of {', '.join(valid)}")
+    return monitor
 
 
 def build_model(cfg: DictConfig, tasks: list[TaskSpec], rt: Runtime, fresh: bool) -> MultiTaskModel:
@@ -78,6 +69,11 @@ def build_model(cfg: DictConfig, tasks: list[TaskSpec], rt: Runtime, fresh: bool
         load_encoder_init(encoder, cfg.encoder.arch, cfg.encoder.init)
     model = MultiTaskModel(encoder, tasks, head=instantiate(cfg.heads, "heads"))
     return model.to(rt.device, memory_format=rt.memory_format)
+
+
+def load_model_state(model: MultiTaskModel, ckpt: dict) -> None:
+    model.encoder.load_state_dict(ckpt["encoder"]["state"])
+    model.heads.load_state_dict(ckpt["heads"])
 
 
 def build_weighting(cfg: DictConfig, num_tasks: int, rt: Runtime) -> Weighting:
@@ -117,10 +113,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     scheduler = instantiate(cfg.sched, "sched")(optimizer, total_steps=epochs * steps_per_epoch,
                                                 steps_per_epoch=steps_per_epoch)
     scaler = grad_scaler(rt.device, rt.precision)
-    monitor = cfg.trainer.monitor
+    monitor = check_monitor(cfg.trainer.monitor, tasks)
     start_epoch, step, history, best = 0, 0, [], {"epoch": 0, "value": math.nan}
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        load_model_state(model, resume)
         weighting.load_state_dict(resume["weighting"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
@@ -134,7 +130,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             "kind": "mtl", "config": to_plain(cfg), "epoch": epoch, "step": step, "metrics": metrics,
             "tasks": [t.as_dict() for t in tasks],
             "encoder": {"arch": to_plain(cfg.encoder.arch), "state": model.encoder.state_dict()},
-            "model": model.state_dict(), "weighting": weighting.state_dict(),
+            "heads": model.heads.state_dict(), "weighting": weighting.state_dict(),
         }
         if full:
             state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
@@ -173,13 +169,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                 bar.update(task, advance=1, rate=f"{seen / (time.perf_counter() - tic):,.0f} img/s")
             bar.remove_task(task)
             seconds = time.perf_counter() - tic
-            metrics = evaluate(model, val, cfg.trainer.eval_batch_size, rt, "val")
+            metrics = score_tasks(model, val, cfg.trainer.eval_batch_size, rt, "val")
             epoch_losses = (loss_sum / steps_per_epoch).tolist()
             metrics.update({f"train/{t.name}/epoch_loss": v for t, v in zip(tasks, epoch_losses, strict=True)})
             metrics["images_per_s"] = seen / seconds
-            if monitor not in metrics:
-                raise UserError(f"trainer.monitor={monitor} is not a validation metric; use one of "
-                                f"{', '.join(k for k in metrics if k.startswith('val/'))}")
             history.append({"epoch": epoch + 1, **metrics})
             tb.scalars(metrics, step)  # one x-axis (the global step) for every curve
             improved = best["epoch"] == 0 or is_better(monitor, metrics[monitor], best["value"])
@@ -192,9 +185,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             save_checkpoint(checkpoint(epoch + 1, metrics, full=True), out.last)
 
     best_state = load_checkpoint(out.best, "best checkpoint", kinds=("mtl",))
-    model.load_state_dict(best_state["model"])
+    load_model_state(model, best_state)
     results = {**{k: v for k, v in best_state["metrics"].items() if k.startswith("val/")},
-               **evaluate(model, test, cfg.trainer.eval_batch_size, rt, "test"), "best_epoch": best["epoch"]}
+               **score_tasks(model, test, cfg.trainer.eval_batch_size, rt, "test"), "best_epoch": best["epoch"]}
     tb.hparams(flatten(to_plain(cfg)), results)
     tb.close()
     write_metrics(out.path, {"stage": "train_mtl", "monitor": monitor, **results, "history": history})

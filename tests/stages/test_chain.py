@@ -20,7 +20,9 @@ def test_pretrain_writes_a_resumable_checkpoint_and_reports(pretrained_run: Path
     ckpt = load_checkpoint(pretrained_run, "test", kinds=("pretrain",))
     assert ckpt["epoch"] == 1 and {"optimizer", "scheduler", "rng", "ssl"} <= ckpt.keys()
     metrics = read_metrics(pretrained_run)
-    assert metrics["stage"] == "pretrain" and 0.0 <= metrics["final"]["knn/shape"] <= 1.0
+    assert metrics["stage"] == "pretrain" and [h["epoch"] for h in metrics["history"]] == [0, 1]
+    for task in ("shape", "colour", "outlined"):  # every classification task, before and after pretraining
+        assert 0.0 <= metrics["initial"][f"knn/{task}"] <= 1.0 and 0.0 <= metrics["final"][f"knn/{task}"] <= 1.0
     assert (pretrained_run / "resolved_config.yaml").is_file()
     assert any((pretrained_run / "tb").glob("events.out.tfevents.*"))
 
@@ -95,6 +97,7 @@ def test_pipeline_runs_all_stages_and_compares_with_scratch(tmp_path: Path) -> N
         ("train_mtl", ["trainer.batch_size=4096"], "larger than the"),
         ("train_mtl", ["weighting=static", "weighting.weights=[1,2]"], "2 values for 5 tasks"),
         ("train_mtl", ["optim.lr=0"], "optim.lr must be > 0"),
+        ("train_mtl", ["trainer.monitor=val/shape/mae"], "not a validation metric"),
         ("pretrain", ["ssl.temperature=0"], "temperature must be > 0"),
         ("eval", ["ckpt=/no/such.pt"], "does not exist"),
     ],
