@@ -7,13 +7,14 @@ import ctypes
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from mtlssl.errors import UserError
 
-PRECISIONS = ("32", "bf16", "16")
+PRECISIONS = ("auto", "32", "bf16", "16")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -34,7 +35,7 @@ def keep_freed_memory() -> bool:
     By default glibc unmaps every freed activation buffer over its mmap threshold and page-faults it
     back in on the next step; a CPU training step of the small CNN spends ~40% of its time there.
     Raising the mmap and trim thresholds keeps the memory mapped: 1.7x faster steps
-    (scripts/bench_cpu_allocator.py). Returns whether the setting took (False off glibc).
+    (scripts/bench_cpu_step.py). Returns whether the setting took (False off glibc).
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -46,10 +47,27 @@ def keep_freed_memory() -> bool:
         return False
 
 
-def check_precision(precision: str) -> str:
+def has_fast_bf16(device: torch.device) -> bool:
+    """Native bf16 arithmetic: Ampere+ GPUs; CPUs with AVX512-BF16 or AMX (elsewhere bf16 is emulated, slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu" and sys.platform.startswith("linux"):
+        try:
+            flags = Path("/proc/cpuinfo").read_text().split()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 autocast where the hardware computes it natively (1.7x faster steps on an AVX512-BF16
+    CPU, scripts/bench_cpu_step.py), else full precision."""
     precision = str(precision)
     if precision not in PRECISIONS:
         raise UserError(f"precision={precision} is not supported; use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if has_fast_bf16(device) else "32"
     return precision
 
 
@@ -82,6 +100,10 @@ class Runtime:
     precision: str
     memory_format: torch.memory_format
 
+    def __str__(self) -> str:
+        fmt = "channels_last" if self.memory_format == torch.channels_last else "contiguous"
+        return f"{self.device} ({'fp32' if self.precision == '32' else self.precision}, {fmt})"
+
     def images(self, batch: Tensor) -> Tensor:
         """A uint8 batch -> float [0, 1] images on the device, in the stage's memory format."""
         x = batch.to(self.device, non_blocking=True).float().div_(255)
@@ -93,7 +115,8 @@ class Runtime:
 
         On the CPU this also tunes the process's allocator (``keep_freed_memory``).
         """
-        rt = cls(resolve_device(device), check_precision(precision), memory_format(channels_last))
+        where = resolve_device(device)
+        rt = cls(where, resolve_precision(precision, where), memory_format(channels_last))
         if rt.device.type == "cpu":
             keep_freed_memory()
         return rt

@@ -97,7 +97,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
     tb = TensorBoard(out.tensorboard)
     log.info("pretraining %s with %s on %d images of '%s' for %d epochs (%d steps each) on %s",
-             cfg.encoder.name, type(method).__name__, len(pool), cfg.pretrain_split, epochs, steps_per_epoch, rt.device)
+             cfg.encoder.name, type(method).__name__, len(pool), cfg.pretrain_split, epochs, steps_per_epoch, rt)
     if not history and monitored:  # the encoder before any pretraining: the reference the epochs must beat
         history.append({"epoch": 0, **knn_monitor(encoder, monitored, cfg, data, rt)})
         log.info("epoch 0 (initial encoder)  %s", describe(history[0]))

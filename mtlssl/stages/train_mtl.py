@@ -141,7 +141,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     log.info("training %d tasks (%s) with %s weighting, encoder %s (%s%s) on %d images for %d epochs on %s",
              len(tasks), ", ".join(t.name for t in tasks), type(weighting).__name__, cfg.encoder.name, mode,
              f", lr x{cfg.encoder.lr_mult}" if not frozen and cfg.encoder.lr_mult != 1 else "",
-             len(train), epochs, rt.device)
+             len(train), epochs, rt)
     with progress() as bar:
         for epoch in range(start_epoch, epochs):
             model.train()

@@ -3,7 +3,6 @@ import torch
 from torch import nn
 
 from mtlssl.engine.optim import cosine, param_groups
-from mtlssl.engine.runtime import keep_freed_memory
 from mtlssl.errors import UserError
 
 
@@ -36,11 +35,3 @@ def test_cosine_warms_up_linearly_then_decays_to_the_floor() -> None:
     assert lrs[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))
     assert lrs[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * 14 / 15)).item()))
-
-
-def test_allocator_tuning_takes_on_linux_glibc() -> None:
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("glibc only")
-    assert keep_freed_memory()
