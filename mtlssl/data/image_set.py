@@ -34,6 +34,14 @@ class ImageSet:
     def num_batches(self, batch_size: int, drop_last: bool) -> int:
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
 
+    def steps_per_epoch(self, batch_size: int, name: str) -> int:
+        """Full batches per epoch (training drops the last incomplete one); an error if there is none."""
+        steps = self.num_batches(batch_size, drop_last=True)
+        if steps == 0:
+            raise UserError(f"trainer.batch_size={batch_size} is larger than the {len(self)} images of split "
+                            f"'{name}' (training drops the last incomplete batch); lower trainer.batch_size")
+        return steps
+
     def batches(
         self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False
     ) -> Iterator[Batch]:

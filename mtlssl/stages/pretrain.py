@@ -77,17 +77,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     model = nn.ModuleDict({"encoder": encoder, "ssl": method}).to(rt.device, memory_format=rt.memory_format)
 
     epochs, batch_size = cfg.trainer.epochs, cfg.trainer.batch_size
-    steps_per_epoch = pool.num_batches(batch_size, drop_last=True)
-    if steps_per_epoch == 0:
-        raise UserError(f"trainer.batch_size={batch_size} is larger than the {len(pool)} images of split "
-                        f"'{cfg.pretrain_split}' (the last incomplete batch is dropped); lower trainer.batch_size")
+    steps_per_epoch = pool.steps_per_epoch(batch_size, cfg.pretrain_split)
     optimizer = instantiate(cfg.optim, "optim")(param_groups([(model, 1.0)], cfg.optim.lr, cfg.optim.weight_decay))
     scheduler = instantiate(cfg.sched, "sched")(optimizer, total_steps=epochs * steps_per_epoch,
                                                 steps_per_epoch=steps_per_epoch)
     scaler = grad_scaler(rt.device, rt.precision)
     start_epoch, step, history = 0, 0, []
     if resume is not None:
-        model.load_state_dict({**_prefixed("encoder", resume["encoder"]["state"]), **_prefixed("ssl", resume["ssl"])})
+        encoder.load_state_dict(resume["encoder"]["state"])
+        method.load_state_dict(resume["ssl"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
@@ -145,10 +143,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
 def describe(record: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch")
-
-
-def _prefixed(prefix: str, state: dict) -> dict:
-    return {f"{prefix}.{k}": v for k, v in state.items()}
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="pretrain")

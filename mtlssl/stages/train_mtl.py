@@ -104,10 +104,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     set_trainable(model.encoder, not frozen)
 
     epochs, batch_size = cfg.trainer.epochs, cfg.trainer.batch_size
-    steps_per_epoch = train.num_batches(batch_size, drop_last=True)
-    if steps_per_epoch == 0:
-        raise UserError(f"trainer.batch_size={batch_size} is larger than the {len(train)} images of split 'train' "
-                        "(the last incomplete batch is dropped); lower trainer.batch_size")
+    steps_per_epoch = train.steps_per_epoch(batch_size, "train")
     trainable = [(model.heads, 1.0), (weighting, 1.0)] + ([] if frozen else [(model.encoder, cfg.encoder.lr_mult)])
     optimizer = instantiate(cfg.optim, "optim")(param_groups(trainable, cfg.optim.lr, cfg.optim.weight_decay))
     scheduler = instantiate(cfg.sched, "sched")(optimizer, total_steps=epochs * steps_per_epoch,
