@@ -9,7 +9,10 @@ from omegaconf import OmegaConf
 from mtlssl.config import config_dir, instantiate
 from mtlssl.data.build import build_data
 from mtlssl.encoders.build import build_encoder
+from mtlssl.engine.runtime import Runtime
 from mtlssl.errors import UserError
+from mtlssl.stages.train_mtl import build_weighting
+from mtlssl.weighting.base import LossWeighting
 from tests.conftest import TINY, compose_config, tiny
 
 CONF = config_dir()
@@ -52,11 +55,16 @@ def test_every_augmentation_builds_and_keeps_the_shape(option: str) -> None:
 
 
 @pytest.mark.parametrize("option", options("weighting"))
-def test_every_weighting_builds(option: str) -> None:
+@pytest.mark.parametrize("grad_space", ["params", "features"])
+def test_every_weighting_builds_with_the_engine_options(option: str, grad_space: str) -> None:
     extra = ["weighting.weights=[1,1,1,1,1]"] if option == "static" else []
-    cfg = compose_config("train_mtl", [f"weighting={option}", *extra])
-    method = instantiate(cfg.weighting, "weighting", num_tasks=5)
-    assert method.combine(torch.ones(5)).dim() == 0
+    cfg = compose_config("train_mtl", [f"weighting={option}", f"weighting.grad_space={grad_space}", *extra])
+    method, options = build_weighting(cfg, 5, Runtime.create("cpu", "32", False))
+    assert options.grad_space == grad_space
+    if isinstance(method, LossWeighting):
+        assert method.combine(torch.ones(5)).dim() == 0
+    else:
+        assert method.aggregate(torch.randn(5, 7), torch.ones(5)).shape == (7,)
 
 
 @pytest.mark.parametrize("option", options("heads"))

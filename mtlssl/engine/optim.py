@@ -71,13 +71,11 @@ def current_lr(optimizer: Optimizer) -> float:
     return max(group["lr"] for group in optimizer.param_groups)
 
 
-def optimizer_step(
-    loss: torch.Tensor, optimizer: Optimizer, scheduler: LambdaLR, scaler: torch.amp.GradScaler,
-    grad_clip: float | None,
+def apply_gradients(
+    optimizer: Optimizer, scheduler: LambdaLR, scaler: torch.amp.GradScaler, grad_clip: float | None
 ) -> None:
-    """One optimisation step: (scaled) backward, unscale so clipping sees true norms, clip, step, schedule."""
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    """Step on the (scaled) gradients in ``.grad``: unscale so clipping sees true norms, clip, step, schedule.
+    The scaler skips the step when fp16 overflowed."""
     scaler.unscale_(optimizer)
     if grad_clip:
         nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], grad_clip)

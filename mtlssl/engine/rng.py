@@ -28,7 +28,7 @@ def generator(seed: int, *streams: int, device: torch.device | str = "cpu") -> t
 
 
 # Stream ids for ``generator``.
-SHUFFLE, AUGMENT = 1, 2
+SHUFFLE, AUGMENT, WEIGHTING = 1, 2, 3
 
 
 def rng_state() -> dict[str, Any]:

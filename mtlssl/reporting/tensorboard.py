@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
@@ -23,6 +24,10 @@ class TensorBoard:
         for name, value in values.items():
             if value is not None and math.isfinite(value):
                 self.writer.add_scalar(f"{prefix}{name}", value, step)
+
+    def image(self, tag: str, image: Tensor, step: int) -> None:
+        """A [3, H, W] image in [0, 1]."""
+        self.writer.add_image(tag, image, step)
 
     def hparams(self, params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         """Record the run's flattened config with its final metrics (shown in the HParams tab)."""

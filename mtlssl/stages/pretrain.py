@@ -21,7 +21,7 @@ from mtlssl.data.tasks import TaskSpec
 from mtlssl.encoders.build import build_encoder, load_encoder_init
 from mtlssl.engine.checkpoint import save_checkpoint
 from mtlssl.engine.inference import collect
-from mtlssl.engine.optim import current_lr, optimizer_step, param_groups
+from mtlssl.engine.optim import apply_gradients, current_lr, param_groups
 from mtlssl.engine.rng import AUGMENT, SHUFFLE, generator, rng_state, seed_everything, set_rng_state
 from mtlssl.engine.run_dir import RunDir
 from mtlssl.engine.runtime import Runtime, autocast, grad_scaler
@@ -110,7 +110,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                 views = torch.cat(augment.views(images.to(rt.device, non_blocking=True), method.num_views, aug_gen))
                 with autocast(rt.device, rt.precision):
                     loss = method.loss(encoder(views.contiguous(memory_format=rt.memory_format)))
-                optimizer_step(loss, optimizer, scheduler, scaler, cfg.trainer.grad_clip)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                apply_gradients(optimizer, scheduler, scaler, cfg.trainer.grad_clip)
                 step += 1
                 loss_sum += loss.detach()
                 seen += images.shape[0]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from mtlssl.config import config_dir, instantiate, to_plain
@@ -25,9 +25,11 @@ from mtlssl.data.build import build_data
 from mtlssl.data.tasks import TaskSpec
 from mtlssl.encoders.build import build_encoder, load_encoder_init
 from mtlssl.engine.checkpoint import load_checkpoint, save_checkpoint
+from mtlssl.engine.gradients import cosine_heatmap, gradient_stats
 from mtlssl.engine.inference import score_tasks
-from mtlssl.engine.optim import current_lr, optimizer_step, param_groups, set_trainable
-from mtlssl.engine.rng import AUGMENT, SHUFFLE, generator, rng_state, seed_everything, set_rng_state
+from mtlssl.engine.mtl_backward import GradientOptions, mtl_backward
+from mtlssl.engine.optim import apply_gradients, current_lr, param_groups, set_trainable
+from mtlssl.engine.rng import AUGMENT, SHUFFLE, WEIGHTING, generator, rng_state, seed_everything, set_rng_state
 from mtlssl.engine.run_dir import RunDir
 from mtlssl.engine.runtime import Runtime, autocast, grad_scaler
 from mtlssl.errors import UserError
@@ -37,22 +39,27 @@ from mtlssl.reporting.console import console, metrics_table, progress
 from mtlssl.reporting.files import write_metrics
 from mtlssl.reporting.tensorboard import TensorBoard, flatten
 from mtlssl.stages._common import run_stage
-from mtlssl.weighting.base import LossWeighting, Weighting
+from mtlssl.weighting.base import Weighting
 
 log = logging.getLogger(__name__)
 ENCODER_MODES = ("finetune", "frozen")
+ENGINE_KEYS = ("grad_space", "jacobian", "jacobian_chunk")  # weighting.* options for the engine, not the method
 
 
 def task_losses(tasks: list[TaskSpec], outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> Tensor:
     return torch.stack([t.loss(outputs[t.name], targets[t.name]) for t in tasks])
 
 
-def log_step(tb: TensorBoard, tasks: list[TaskSpec], losses: Tensor, total: Tensor, weighting: Weighting, lr: float,
-             step: int) -> None:
-    """Per-step TensorBoard scalars: each task's loss and weight, the combined loss, the learning rate."""
-    tb.scalars({f"train/{t.name}/loss": v for t, v in zip(tasks, losses.tolist(), strict=True)}, step)
-    tb.scalars({f"weights/{t.name}": v for t, v in zip(tasks, weighting.last_weights.tolist(), strict=True)}, step)
-    tb.scalars({"train/loss": total.item(), "train/lr": lr}, step)
+def log_step(tb: TensorBoard, tasks: list[TaskSpec], losses: Tensor, weighting: Weighting, jac: Tensor | None,
+             lr: float, step: int) -> None:
+    """Per-step TensorBoard scalars: each task's loss and weight, its gradient norm, the pairwise gradient
+    cosines and the share of conflicting pairs, and the learning rate."""
+    names = [t.name for t in tasks]
+    tb.scalars({f"train/{n}/loss": v for n, v in zip(names, losses.tolist(), strict=True)}, step)
+    tb.scalars({f"weights/{n}": v for n, v in zip(names, weighting.last_weights.tolist(), strict=True)}, step)
+    tb.scalars({"train/loss": losses.sum().item(), "train/lr": lr}, step)
+    if jac is not None:
+        tb.scalars(gradient_stats(jac, names), step)
 
 
 def check_monitor(monitor: str, tasks: list[TaskSpec]) -> str:
@@ -76,12 +83,14 @@ def load_model_state(model: MultiTaskModel, ckpt: dict) -> None:
     model.heads.load_state_dict(ckpt["heads"])
 
 
-def build_weighting(cfg: DictConfig, num_tasks: int, rt: Runtime) -> Weighting:
-    weighting = instantiate(cfg.weighting, "weighting", num_tasks=num_tasks)
-    if not isinstance(weighting, LossWeighting):
-        raise UserError(f"weighting._target_={cfg.weighting._target_} is not a loss-weighting method; "
-                        "this trainer combines task losses (see mtlssl.weighting)")
-    return weighting.to(rt.device)
+def build_weighting(cfg: DictConfig, num_tasks: int, rt: Runtime) -> tuple[Weighting, GradientOptions]:
+    """The method from ``weighting``, and the engine's options for it (the keys of ENGINE_KEYS)."""
+    node = OmegaConf.masked_copy(cfg.weighting, [k for k in cfg.weighting if k not in ENGINE_KEYS])
+    weighting = instantiate(node, "weighting", num_tasks=num_tasks)
+    if not isinstance(weighting, Weighting):
+        raise UserError(f"weighting._target_={cfg.weighting._target_} is not an mtlssl weighting method")
+    options = GradientOptions(**{k: cfg.weighting[k] for k in ENGINE_KEYS if k in cfg.weighting})
+    return weighting.to(rt.device), options
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
@@ -98,7 +107,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     tasks = data.select(cfg.tasks)
     train, val, test = data.split("train"), data.split("val"), data.split("test")
     model = build_model(cfg, tasks, rt, fresh=resume is None)
-    weighting = build_weighting(cfg, len(tasks), rt)
+    weighting, grad_options = build_weighting(cfg, len(tasks), rt)
     augment = instantiate(cfg.augmentation, "augmentation").to(rt.device)
     frozen = mode == "frozen"
     set_trainable(model.encoder, not frozen)
@@ -147,25 +156,38 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=steps_per_epoch, rate="")
             shuffle = generator(cfg.seed, SHUFFLE, epoch)
             aug_gen = generator(cfg.seed, AUGMENT, epoch, device=rt.device)
+            weighting.generator = generator(cfg.seed, WEIGHTING, epoch, device=rt.device)
             loss_sum = torch.zeros(len(tasks), device=rt.device)
-            seen, tic = 0, time.perf_counter()
+            seen, tic, last_jacobian = 0, time.perf_counter(), None
             for images, targets in train.batches(batch_size, shuffle=True, generator=shuffle, drop_last=True):
                 x = augment(images.to(rt.device, non_blocking=True), aug_gen).contiguous(memory_format=rt.memory_format)
                 targets = {k: v.to(rt.device, non_blocking=True) for k, v in targets.items()}
                 with autocast(rt.device, rt.precision):
                     with torch.set_grad_enabled(not frozen):
                         features = model.encoder(x)
-                    losses = task_losses(tasks, model.forward_heads(features), targets)
-                total = weighting.combine(losses.float())
-                optimizer_step(total, optimizer, scheduler, scaler, cfg.trainer.grad_clip)
+                    losses = task_losses(tasks, model.forward_heads(features), targets).float()
+                optimizer.zero_grad(set_to_none=True)
+                log_now = (step + 1) % cfg.trainer.log_every == 0
+                jac = mtl_backward(model, features, losses, weighting, grad_options,
+                                   scale=scaler.get_scale() if scaler.is_enabled() else 1.0,
+                                   want_jacobian=log_now and cfg.trainer.log_grad_stats)
+                apply_gradients(optimizer, scheduler, scaler, cfg.trainer.grad_clip)
+                if weighting.needs_post_step_losses:  # e.g. FAMO: the same batch under the updated model
+                    with torch.no_grad(), autocast(rt.device, rt.precision):
+                        weighting.step_end(task_losses(tasks, model(x)[1], targets).float())
                 step += 1
                 loss_sum += losses.detach()
                 seen += images.shape[0]
-                if step % cfg.trainer.log_every == 0:
-                    log_step(tb, tasks, losses, total, weighting, current_lr(optimizer), step)
+                if log_now:
+                    log_step(tb, tasks, losses.detach(), weighting, jac, current_lr(optimizer), step)
+                    if jac is not None:
+                        last_jacobian = jac
                 bar.update(task, advance=1, rate=f"{seen / (time.perf_counter() - tic):,.0f} img/s")
             bar.remove_task(task)
             seconds = time.perf_counter() - tic
+            weighting.epoch_end(loss_sum / steps_per_epoch)
+            if last_jacobian is not None:
+                tb.image("grad/cosines", cosine_heatmap(last_jacobian), step)
             metrics = score_tasks(model, val, cfg.trainer.eval_batch_size, rt, "val")
             epoch_losses = (loss_sum / steps_per_epoch).tolist()
             metrics.update({f"train/{t.name}/epoch_loss": v for t, v in zip(tasks, epoch_losses, strict=True)})

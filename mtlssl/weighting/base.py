@@ -1,12 +1,22 @@
 """The one interface of every loss-weighting and gradient-balancing method (DESIGN §6).
 
 - Loss-level methods implement ``combine(losses[T]) -> scalar``: one backward pass.
-- Gradient-level methods implement ``aggregate(jacobian[T, P]) -> direction[P]`` for the shared
-  parameters, from the per-task gradients as rows.
+- Gradient-level methods implement ``aggregate(jacobian[T, P], losses[T]) -> direction[P]`` for the
+  shared parameters, from the per-task gradients as rows (the engine computes them exactly).
 
-State (learned log-variances, running loss histories, ...) lives in parameters and buffers, so it is
+Some published methods need more than one step's losses. Each such need is one explicit hook, which the
+engine calls for every method (the defaults do nothing):
+
+- ``epoch_end(mean_losses[T])`` after each epoch (DWA's loss-ratio history);
+- ``step_end(new_losses[T])`` with the batch's losses after the update, computed without gradient, when
+  ``needs_post_step_losses`` is set (FAMO's one extra forward);
+- ``generator``: the run's seeded generator, for the methods that draw random numbers (RLW's weights,
+  PCGrad's task order, GradDrop's masks), so a run repeats exactly.
+
+State (learned log-variances, loss histories, logits, ...) lives in parameters and buffers, so it is
 checkpointed and resumed with ``state_dict``. ``last_weights`` holds the task weights of the last call,
-for logging.
+for logging (for gradient methods: the weights of the task gradients in the returned direction, where the
+method defines them).
 """
 
 from __future__ import annotations
@@ -22,17 +32,26 @@ from mtlssl.errors import UserError
 
 class Weighting(nn.Module, ABC):
     needs_gradients: ClassVar[bool]
+    needs_post_step_losses: ClassVar[bool] = False
 
     def __init__(self, num_tasks: int) -> None:
         super().__init__()
         if num_tasks < 1:
             raise UserError(f"a weighting method needs at least one task (got num_tasks={num_tasks})")
         self.num_tasks = num_tasks
+        self.generator: torch.Generator | None = None
         self.register_buffer("last_weights", torch.ones(num_tasks), persistent=False)
 
     def _check_tasks(self, t: int) -> None:
         if t != self.num_tasks:
             raise ValueError(f"{type(self).__name__} was built for {self.num_tasks} tasks, got {t}")
+
+    def epoch_end(self, mean_losses: Tensor) -> None:
+        """Called with each task's mean training loss at the end of every epoch."""
+
+    def step_end(self, new_losses: Tensor) -> None:
+        """Called after each update with the same batch's losses under the new parameters
+        (only when ``needs_post_step_losses``)."""
 
 
 class LossWeighting(Weighting):
@@ -47,5 +66,6 @@ class GradientWeighting(Weighting):
     needs_gradients = True
 
     @abstractmethod
-    def aggregate(self, jacobian: Tensor) -> Tensor:
-        """Per-task gradients [T, P] of the shared parameters -> the update direction [P]."""
+    def aggregate(self, jacobian: Tensor, losses: Tensor) -> Tensor:
+        """Per-task gradients [T, P] of the shared parameters (and the losses [T] they come from)
+        -> the update direction [P]."""

@@ -1,0 +1,63 @@
+"""One multi-task backward pass: set every trainable gradient for a step, whatever the weighting method.
+
+- Loss-level methods: one backward of ``combine(losses)``.
+- Gradient-level methods: the exact per-task Jacobian of the shared tensors (``engine.gradients``), the
+  method's ``aggregate`` direction written into the encoder's gradients, and each head's own task gradient.
+
+With fp16 the losses are scaled before any backward (so small gradients do not underflow), the Jacobian is
+unscaled before the method sees it, and the gradients are written scaled, so the grad scaler's
+unscale/overflow check works unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mtlssl.engine.gradients import assign_flat_gradient, check_gradient_options, jacobian
+from mtlssl.model import MultiTaskModel
+from mtlssl.weighting.base import GradientWeighting, LossWeighting, Weighting
+
+
+@dataclass(frozen=True)
+class GradientOptions:
+    grad_space: str = "params"      # params | features (MGDA-UB style, an approximation)
+    jacobian: str = "auto"          # auto | loop | vmap
+    jacobian_chunk: int | None = None
+
+    def __post_init__(self) -> None:
+        check_gradient_options(self.grad_space, self.jacobian, self.jacobian_chunk)
+
+
+def mtl_backward(
+    model: MultiTaskModel, features: Tensor, losses: Tensor, weighting: Weighting, options: GradientOptions,
+    scale: float = 1.0, want_jacobian: bool = False,
+) -> Tensor | None:
+    """Populate ``.grad`` for one step. Returns the per-task Jacobian when one was computed (gradient
+    methods, or ``want_jacobian`` for logging), else None."""
+    shared = [p for p in model.encoder.parameters() if p.requires_grad]
+    heads = [p for p in model.heads.parameters() if p.requires_grad]
+    scaled = losses * scale
+    if isinstance(weighting, LossWeighting):
+        measured = jacobian(scaled, shared, options.jacobian) / scale if want_jacobian and shared else None
+        (weighting.combine(losses) * scale).backward()
+        return measured
+    if not isinstance(weighting, GradientWeighting):
+        raise TypeError(f"{type(weighting).__name__} is neither a loss- nor a gradient-level method")
+    if not shared:  # a frozen encoder leaves nothing to balance: each head learns its own task
+        scaled.sum().backward()
+        return None
+    on_features = options.grad_space == "features"
+    inputs = [features] if on_features else shared
+    jac = jacobian(scaled, inputs, options.jacobian, options.jacobian_chunk).float() / scale
+    direction = weighting.aggregate(jac, losses.detach().float())
+    head_grads = torch.autograd.grad(scaled.sum(), heads, retain_graph=on_features) if heads else ()
+    for p, g in zip(heads, head_grads, strict=True):
+        p.grad = g
+    if on_features:
+        features.backward(direction.view_as(features).to(features.dtype) * scale)
+    else:
+        assign_flat_gradient(shared, direction * scale)
+    return jac
