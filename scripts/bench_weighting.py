@@ -1,0 +1,122 @@
+"""Training-step time of every weighting method relative to equal weighting, at several task counts.
+
+Same model, batch and data for every method; the methods are measured round-robin in one process (so a
+drifting machine load hits them alike), each step a full forward, backward (or per-task Jacobian) and
+optimizer step. Gradient-level methods run in exact mode (``grad_space=params``) and features mode; the
+``naive-loop`` row is LibMTL's way: T backward passes whose gradients are copied out of ``.grad`` one
+task at a time, then averaged. Prints one markdown table per task count.
+
+    python scripts/bench_weighting.py [--tasks 2 5 10 20] [--steps 5] [--device cpu] [--methods equal pcgrad ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+import mtlssl.weighting as weighting_lib
+from mtlssl.data.tasks import TaskSpec
+from mtlssl.encoders.small_cnn import small_cnn
+from mtlssl.engine.mtl_backward import GradientOptions, mtl_backward
+from mtlssl.engine.runtime import keep_freed_memory
+from mtlssl.heads.linear import linear
+from mtlssl.model import MultiTaskModel
+
+EXTRA_HPARAMS = {"static": lambda t: {"weights": [1.0] * t}}
+
+
+def make_step(model: MultiTaskModel, method: weighting_lib.Weighting | None, options: GradientOptions,
+              x: Tensor, targets: Tensor, tasks: list[TaskSpec]) -> Callable[[], None]:
+    params = [*model.parameters(), *(method.parameters() if method is not None else [])]
+    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+
+    def losses() -> tuple[Tensor, Tensor]:
+        features, outputs = model(x)
+        return features, torch.stack([t.loss(outputs[t.name], targets[:, i : i + 1]) for i, t in enumerate(tasks)])
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        features, task_losses = losses()
+        if method is None:  # LibMTL-style naive loop
+            shared = list(model.encoder.parameters())
+            rows = []
+            for i in range(len(tasks)):
+                for p in shared:
+                    p.grad = None
+                task_losses[i].backward(retain_graph=True)
+                rows.append(torch.cat([p.grad.reshape(-1).clone() for p in shared]))
+            direction = torch.stack(rows).mean(dim=0)
+            offset = 0
+            for p in shared:
+                p.grad = direction[offset : offset + p.numel()].view_as(p).clone()
+                offset += p.numel()
+        else:
+            mtl_backward(model, features, task_losses, method, options)
+        optimizer.step()
+        if method is not None and method.needs_post_step_losses:
+            with torch.no_grad():
+                method.step_end(losses()[1])
+
+    return step
+
+
+def bench(num_tasks: int, names: list[str], steps: int, device: torch.device, width: int, batch: int) -> None:
+    torch.manual_seed(0)
+    tasks = [TaskSpec(f"t{i}", "regression", 1) for i in range(num_tasks)]
+    x = torch.rand(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    targets = torch.randn(batch, num_tasks, device=device)
+    runs: dict[str, Callable[[], None]] = {}
+    for name in names:
+        spaces = ["params", "features"] if weighting_lib.METHODS[name].needs_gradients else ["params"]
+        for space in spaces:
+            model = MultiTaskModel(small_cnn(width), tasks, head=linear).to(device, memory_format=torch.channels_last)
+            method = weighting_lib.get(name, num_tasks, **EXTRA_HPARAMS.get(name, lambda t: {})(num_tasks)).to(device)
+            method.generator = torch.Generator(device=device).manual_seed(0)
+            label = name if space == "params" else f"{name} (features)"
+            runs[label] = make_step(model, method, GradientOptions(grad_space=space), x, targets, tasks)
+    model = MultiTaskModel(small_cnn(width), tasks, head=linear).to(device, memory_format=torch.channels_last)
+    runs["naive-loop (LibMTL style, mean)"] = make_step(model, None, GradientOptions(), x, targets, tasks)
+
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for step in runs.values():  # warm-up
+        step()
+    for _ in range(steps):
+        for label, step in runs.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            tic = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[label].append(time.perf_counter() - tic)
+    medians = {label: statistics.median(t) for label, t in times.items()}
+    equal, naive = medians["equal"], medians["naive-loop (LibMTL style, mean)"]
+    print(f"\nT = {num_tasks} tasks, small_cnn width {width}, batch {batch}, {device}, median of {steps} steps")
+    print("| method | ms/step | vs equal | vs naive loop |\n|---|---:|---:|---:|")
+    for label, t in sorted(medians.items(), key=lambda kv: kv[1]):
+        print(f"| {label} | {t * 1000:.1f} | {t / equal:.2f}x | {t / naive:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, nargs="+", default=[2, 5, 10, 20])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--methods", nargs="+", default=sorted(weighting_lib.METHODS))
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()
+    for num_tasks in args.tasks:
+        bench(num_tasks, args.methods, args.steps, device, args.width, args.batch)
+
+
+if __name__ == "__main__":
+    main()
