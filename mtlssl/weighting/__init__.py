@@ -10,15 +10,24 @@ from typing import Any
 
 from mtlssl.errors import UserError
 from mtlssl.weighting.base import GradientWeighting, LossWeighting, Weighting
+from mtlssl.weighting.dwa import DWA
 from mtlssl.weighting.equal import Equal
+from mtlssl.weighting.famo import FAMO
+from mtlssl.weighting.gls import GLS
+from mtlssl.weighting.imtl_l import IMTLL
+from mtlssl.weighting.rlw import RLW
 from mtlssl.weighting.static import Static
+from mtlssl.weighting.stch import STCH
 from mtlssl.weighting.uncertainty import Uncertainty
 
-METHODS: dict[str, type[Weighting]] = {
-    "equal": Equal,
-    "static": Static,
-    "uncertainty": Uncertainty,
+# Loss-level methods: one backward pass of a combined loss.
+LOSS_METHODS: dict[str, type[LossWeighting]] = {
+    "equal": Equal, "static": Static, "uncertainty": Uncertainty, "dwa": DWA, "rlw": RLW, "gls": GLS,
+    "imtl_l": IMTLL, "famo": FAMO, "stch": STCH,
 }
+# Gradient-level methods: an update direction from the per-task gradients.
+GRADIENT_METHODS: dict[str, type[GradientWeighting]] = {}
+METHODS: dict[str, type[Weighting]] = {**LOSS_METHODS, **GRADIENT_METHODS}
 
 
 def get(name: str, num_tasks: int, **hparams: Any) -> Weighting:
@@ -31,4 +40,4 @@ def get(name: str, num_tasks: int, **hparams: Any) -> Weighting:
         raise UserError(f"weighting '{name}': {err}") from err
 
 
-__all__ = ["METHODS", "GradientWeighting", "LossWeighting", "Weighting", "get"]
+__all__ = ["GRADIENT_METHODS", "LOSS_METHODS", "METHODS", "GradientWeighting", "LossWeighting", "Weighting", "get"]
