@@ -33,16 +33,18 @@ class GradientOptions:
 
 def mtl_backward(
     model: MultiTaskModel, features: Tensor, losses: Tensor, weighting: Weighting, options: GradientOptions,
-    scale: float = 1.0, want_jacobian: bool = False,
+    scaler: torch.amp.GradScaler | None = None, want_jacobian: bool = False,
 ) -> Tensor | None:
-    """Populate ``.grad`` for one step. Returns the per-task Jacobian when one was computed (gradient
-    methods, or ``want_jacobian`` for logging), else None."""
+    """Populate ``.grad`` for one step (scaled by ``scaler``, if any). Returns the per-task Jacobian when one
+    was computed (gradient methods, or ``want_jacobian`` for logging), else None."""
     shared = [p for p in model.encoder.parameters() if p.requires_grad]
     heads = [p for p in model.heads.parameters() if p.requires_grad]
-    scaled = losses * scale
+    scaled = scaler.scale(losses) if scaler is not None else losses
+    scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
     if isinstance(weighting, LossWeighting):
         measured = jacobian(scaled, shared, options.jacobian) / scale if want_jacobian and shared else None
-        (weighting.combine(losses) * scale).backward()
+        total = weighting.combine(losses)
+        (scaler.scale(total) if scaler is not None else total).backward()
         return measured
     if not isinstance(weighting, GradientWeighting):
         raise TypeError(f"{type(weighting).__name__} is neither a loss- nor a gradient-level method")

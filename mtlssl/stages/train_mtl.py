@@ -168,8 +168,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                     losses = task_losses(tasks, model.forward_heads(features), targets).float()
                 optimizer.zero_grad(set_to_none=True)
                 log_now = (step + 1) % cfg.trainer.log_every == 0
-                jac = mtl_backward(model, features, losses, weighting, grad_options,
-                                   scale=scaler.get_scale() if scaler.is_enabled() else 1.0,
+                jac = mtl_backward(model, features, losses, weighting, grad_options, scaler,
                                    want_jacobian=log_now and cfg.trainer.log_grad_stats)
                 apply_gradients(optimizer, scheduler, scaler, cfg.trainer.grad_clip)
                 if weighting.needs_post_step_losses:  # e.g. FAMO: the same batch under the updated model

@@ -9,12 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 from mtlssl.errors import UserError
+from mtlssl.weighting.aligned_mtl import AlignedMTL
 from mtlssl.weighting.base import GradientWeighting, LossWeighting, Weighting
+from mtlssl.weighting.db_mtl import DBMTL
 from mtlssl.weighting.dwa import DWA
 from mtlssl.weighting.equal import Equal
 from mtlssl.weighting.famo import FAMO
 from mtlssl.weighting.gls import GLS
+from mtlssl.weighting.graddrop import GradDrop
+from mtlssl.weighting.gradnorm import GradNorm
+from mtlssl.weighting.gradvac import GradVac
+from mtlssl.weighting.imtl import IMTL
+from mtlssl.weighting.imtl_g import IMTLG
 from mtlssl.weighting.imtl_l import IMTLL
+from mtlssl.weighting.pcgrad import PCGrad
 from mtlssl.weighting.rlw import RLW
 from mtlssl.weighting.static import Static
 from mtlssl.weighting.stch import STCH
@@ -26,7 +34,10 @@ LOSS_METHODS: dict[str, type[LossWeighting]] = {
     "imtl_l": IMTLL, "famo": FAMO, "stch": STCH,
 }
 # Gradient-level methods: an update direction from the per-task gradients.
-GRADIENT_METHODS: dict[str, type[GradientWeighting]] = {}
+GRADIENT_METHODS: dict[str, type[GradientWeighting]] = {
+    "gradnorm": GradNorm, "pcgrad": PCGrad, "graddrop": GradDrop, "gradvac": GradVac, "imtl_g": IMTLG,
+    "imtl": IMTL, "aligned_mtl": AlignedMTL, "db_mtl": DBMTL,
+}
 METHODS: dict[str, type[Weighting]] = {**LOSS_METHODS, **GRADIENT_METHODS}
 
 

@@ -97,7 +97,8 @@ def test_scaled_losses_give_scaled_gradients_and_an_unscaled_jacobian() -> None:
     plain_jac, plain_grads = method.seen[0], [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     features, losses = forward(model, x, targets)
-    mtl_backward(model, features, losses, method, GradientOptions(), scale=1024.0)
+    mtl_backward(model, features, losses, method, GradientOptions(),
+                 torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True))
     assert torch.allclose(method.seen[0], plain_jac, atol=1e-6)
     for p, g in zip(model.parameters(), plain_grads, strict=True):
         assert torch.allclose(p.grad, 1024.0 * g, rtol=1e-5, atol=1e-5)
