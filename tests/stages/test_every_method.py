@@ -30,3 +30,15 @@ def test_the_trainer_drives_the_methods_hooks(tmp_path: Path) -> None:
     train_mtl.run(tiny("train_mtl", "weighting=famo", "trainer.epochs=1"), tmp_path / "famo")
     famo = torch.load(tmp_path / "famo/checkpoints/last.pt", weights_only=True)["weighting"]
     assert int(famo["adam_step"]) == 2 and famo["logits"].abs().sum() > 0  # 64 images / batch 32 = 2 steps
+
+
+@pytest.mark.parametrize("method", ["dwa", "famo", "rlw", "pcgrad", "graddrop", "gradvac", "gradnorm", "db_mtl",
+                                    "imtl"])
+def test_stateful_and_random_methods_resume_exactly(method: str, tmp_path: Path) -> None:
+    """2 epochs straight == 1 epoch, then resumed for 1 more. Epoch 1 is pure warm-up in both schedules
+    (sched.warmup_epochs=1), so the 1-epoch run is exactly the first half of the 2-epoch one."""
+    cfg = [f"weighting={method}", "sched.warmup_epochs=1"]
+    straight = train_mtl.run(tiny("train_mtl", *cfg, "trainer.epochs=2"), tmp_path / "straight")
+    train_mtl.run(tiny("train_mtl", *cfg, "trainer.epochs=1"), tmp_path / "split")
+    resumed = train_mtl.run(tiny("train_mtl", *cfg, "trainer.epochs=2"), tmp_path / "split")
+    assert resumed == straight
