@@ -11,7 +11,9 @@ from typing import Any
 from mtlssl.errors import UserError
 from mtlssl.weighting.aligned_mtl import AlignedMTL
 from mtlssl.weighting.base import GradientWeighting, LossWeighting, Weighting
+from mtlssl.weighting.cagrad import CAGrad
 from mtlssl.weighting.db_mtl import DBMTL
+from mtlssl.weighting.dualproj import DualProj
 from mtlssl.weighting.dwa import DWA
 from mtlssl.weighting.equal import Equal
 from mtlssl.weighting.famo import FAMO
@@ -22,11 +24,14 @@ from mtlssl.weighting.gradvac import GradVac
 from mtlssl.weighting.imtl import IMTL
 from mtlssl.weighting.imtl_g import IMTLG
 from mtlssl.weighting.imtl_l import IMTLL
+from mtlssl.weighting.mgda import MGDA
+from mtlssl.weighting.nash_mtl import NashMTL
 from mtlssl.weighting.pcgrad import PCGrad
 from mtlssl.weighting.rlw import RLW
 from mtlssl.weighting.static import Static
 from mtlssl.weighting.stch import STCH
 from mtlssl.weighting.uncertainty import Uncertainty
+from mtlssl.weighting.upgrad import UPGrad
 
 # Loss-level methods: one backward pass of a combined loss.
 LOSS_METHODS: dict[str, type[LossWeighting]] = {
@@ -35,8 +40,9 @@ LOSS_METHODS: dict[str, type[LossWeighting]] = {
 }
 # Gradient-level methods: an update direction from the per-task gradients.
 GRADIENT_METHODS: dict[str, type[GradientWeighting]] = {
-    "gradnorm": GradNorm, "pcgrad": PCGrad, "graddrop": GradDrop, "gradvac": GradVac, "imtl_g": IMTLG,
-    "imtl": IMTL, "aligned_mtl": AlignedMTL, "db_mtl": DBMTL,
+    "gradnorm": GradNorm, "mgda": MGDA, "pcgrad": PCGrad, "graddrop": GradDrop, "gradvac": GradVac,
+    "imtl_g": IMTLG, "imtl": IMTL, "cagrad": CAGrad, "nash_mtl": NashMTL, "aligned_mtl": AlignedMTL,
+    "upgrad": UPGrad, "dualproj": DualProj, "db_mtl": DBMTL,
 }
 METHODS: dict[str, type[Weighting]] = {**LOSS_METHODS, **GRADIENT_METHODS}
 

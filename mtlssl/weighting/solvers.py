@@ -1,0 +1,217 @@
+"""Small T x T problems on the Gramian G = J J^T, shared by the gradient-balancing methods.
+
+Every method here reduces the Jacobian J [T, P] (P can be millions) to its Gramian G [T, T] once, and solves
+for the T task weights in float64 numpy on the CPU; the direction is then ``weights @ J`` on the Jacobian's
+device. Nothing P x P is ever formed.
+
+The quadratic programs are solved with ``quadprog`` (Goldfarb & Idnani's dual active-set method, the solver
+torchjd uses for UPGrad/DualProj): it finishes in finitely many steps at the exact optimum of a dense strictly
+convex QP, to float64 round-off, with no tolerance to tune. A Frank-Wolfe iteration (the official MGDA code)
+only approaches the optimum at rate O(1/k) and stops at a tolerance, and scipy's generic SLSQP is both
+heavier and looser. quadprog needs G positive definite, so a relative jitter (1e-12 of the mean diagonal,
+raised only if the Cholesky factorisation fails) is added to the trace-normalised Gramian; it moves the
+objective by at most that much and never changes the solutions of the tests' well-posed problems.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mtlssl.errors import UserError
+
+_JITTERS = (1e-12, 1e-10, 1e-8, 1e-6, 1e-4)
+
+
+
+def _quadprog() -> ModuleType:
+    """quadprog is GPLv2+, so it is an optional extra of this MIT package, imported only when a QP is solved."""
+    try:
+        import quadprog
+    except ImportError as err:
+        raise UserError("MGDA, CAGrad, Nash-MTL, UPGrad and DualProj solve small quadratic programs with quadprog, "
+                        "an optional extra (GPLv2+): pip install 'mtlssl[solvers]'") from err
+    return quadprog
+
+def gramian(jacobian: Tensor) -> np.ndarray:
+    """G = J J^T in float64 numpy. The product runs in the Jacobian's dtype on its device (casting a [T, P]
+    Jacobian to float64 would double its memory); only the small [T, T] result is moved and widened."""
+    g = (jacobian @ jacobian.T).detach().to(device="cpu", dtype=torch.float64).numpy()
+    return (g + g.T) / 2.0
+
+
+def _normalized(gram: np.ndarray) -> tuple[np.ndarray, float]:
+    """G / tr(G) and tr(G). The problems here are invariant to a positive scaling of G; normalising makes
+    the jitter relative and keeps quadprog's arithmetic in a fixed range."""
+    gram = np.asarray(gram, dtype=np.float64)
+    gram = (gram + gram.T) / 2.0
+    trace = float(np.trace(gram))
+    if not np.isfinite(trace):
+        return gram, trace
+    return (gram / trace if trace > 0 else np.zeros_like(gram)), trace
+
+
+def _inverse_cholesky(gram: np.ndarray) -> np.ndarray:
+    """R^{-1} with G + jitter * I = R^T R (R upper triangular), quadprog's ``factorized`` input. Factorising
+    once lets several QPs on the same G (UPGrad's T projections, CAGrad's search) share the work."""
+    scale = max(float(np.mean(np.diag(gram))), np.finfo(np.float64).tiny)
+    eye = np.eye(gram.shape[0])
+    for jitter in _JITTERS:  # float32 Gramians can be slightly indefinite: raise the jitter only if needed
+        try:
+            lower = np.linalg.cholesky(gram + jitter * scale * eye)
+        except np.linalg.LinAlgError:
+            continue
+        return np.linalg.inv(lower.T)
+    raise ValueError("the Gramian is not positive semi-definite (non-finite gradients?)")
+
+
+def _simplex_qp(r_inv: np.ndarray, linear: np.ndarray) -> np.ndarray:
+    """argmin_{w in simplex} 1/2 w^T G w + linear^T w, for G given by ``r_inv``."""
+    t = r_inv.shape[0]
+    constraints = np.concatenate([np.ones((t, 1)), np.eye(t)], axis=1)  # sum(w) = 1, then w >= 0
+    bounds = np.concatenate([[1.0], np.zeros(t)])
+    w = _quadprog().solve_qp(r_inv, -linear, constraints, bounds, meq=1, factorized=True)[0]
+    w = np.clip(w, 0.0, None)  # remove round-off below zero
+    return w / w.sum()
+
+
+def min_norm_weights(gram: np.ndarray) -> np.ndarray:
+    """argmin_{w in simplex} w^T G w: the weights of the min-norm point of the convex hull of the rows of J
+    (Sener & Koltun 2018, MGDA). Uniform weights when G = 0 (every point of the hull is 0)."""
+    gram, trace = _normalized(gram)
+    t = gram.shape[0]
+    if not np.isfinite(trace):  # inf/NaN gradients (e.g. an AMP overflow): a NaN direction, for the caller to skip
+        return np.full(t, np.nan)
+    if trace <= 0 or t == 1:
+        return np.full(t, 1.0 / t)
+    return _simplex_qp(_inverse_cholesky(gram), np.zeros(t))
+
+
+def project_onto_dual_cone(gram: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Weights v with J^T v = the projection of J^T u onto the dual cone {x : J x >= 0}.
+
+    By Quinton & Rey (2024, "Jacobian Descent for Multi-Objective Optimization", Prop. 1) this is the dual QP
+        min_v v^T G v  subject to  v >= u,
+    whose KKT conditions are v >= u, G v >= 0 (so J^T v has a non-negative inner product with every row)
+    and (v - u)_t (G v)_t = 0. ``u`` may be [T] or [K, T] (K projections sharing one factorisation).
+    """
+    gram, trace = _normalized(gram)
+    u = np.asarray(u, dtype=np.float64)
+    if not np.isfinite(trace):
+        return np.full(u.shape, np.nan)
+    if trace <= 0:  # G = 0: every v >= u is optimal; the smallest one, max(u, 0), as torchjd's ridge gives
+        return np.maximum(u, 0.0)
+    r_inv = _inverse_cholesky(gram)
+    eye = np.eye(gram.shape[0])
+    rows = np.atleast_2d(u)
+    out = np.stack([_quadprog().solve_qp(r_inv, np.zeros(len(row)), eye, row, 0, True)[0] for row in rows])
+    out = np.maximum(out, rows)  # round-off: the constraint v >= u holds exactly
+    return out.reshape(u.shape)
+
+
+def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
+    """Weights of the CAGrad direction d = g0 + sqrt(phi) g_w / ||g_w|| (Liu et al., NeurIPS 2021), before
+    any rescaling: returns 1/T + lambda * w, with
+
+        w = argmin_{w in simplex} g_w^T g0 + sqrt(phi) ||g_w||,   sqrt(phi) = c ||g0||,   lambda = sqrt(phi) / ||g_w||.
+
+    Solved exactly rather than with SLSQP: for lambda > 0 let w(lambda) solve the QP
+    min_{simplex} g_w^T g0 + lambda/2 ||g_w||^2. Its KKT conditions are those of the problem above exactly
+    when lambda ||g_{w(lambda)}|| = sqrt(phi), and ||g_{w(lambda)}|| is continuous and non-increasing in
+    lambda, between max_t ||g_t|| and the min-norm value, so that equation has a root in the bracket
+    [sqrt(phi) / max_t ||g_t||, sqrt(phi) / min-norm]; bisection on log(lambda) finds it to ~1e-13, each step
+    one QP on the factorised G. If 0 is (nearly) in the convex hull, the bracket is capped and the
+    added term keeps norm <= sqrt(phi).
+    """
+    gram, trace = _normalized(gram)  # the weights are invariant to scaling G
+    t = gram.shape[0]
+    mean = np.full(t, 1.0 / t)
+    if not np.isfinite(trace):
+        return np.full(t, np.nan)
+    radius = c * np.sqrt(max(mean @ gram @ mean, 0.0))  # sqrt(phi) = c ||g0||
+    if trace <= 0 or radius <= 0:
+        return mean
+    r_inv = _inverse_cholesky(gram)
+    g_g0 = gram @ mean  # the linear term: g_w^T g0 = w^T G 1/T
+
+    def solve(lam: float) -> tuple[np.ndarray, float]:
+        w = _simplex_qp(r_inv, g_g0 / lam)  # (1/lam) * [g_w^T g0 + lam/2 ||g_w||^2]
+        return w, float(np.sqrt(max(w @ gram @ w, 0.0)))
+
+    s_max = float(np.sqrt(np.max(np.diag(gram))))
+    w_min = min_norm_weights(gram)
+    s_min = float(np.sqrt(max(w_min @ gram @ w_min, 0.0)))
+    lo, hi = np.log(radius / s_max), np.log(radius / max(s_min, 1e-9 * s_max))
+    w, s = solve(float(np.exp(hi)))
+    lam = float(np.exp(hi))
+    if lam * s > radius:  # otherwise the root lies beyond the cap (0 in the hull): keep the capped solution
+        for _ in range(200):
+            if hi - lo <= 1e-13:
+                break
+            mid = (lo + hi) / 2
+            w_mid, s_mid = solve(float(np.exp(mid)))
+            if np.exp(mid) * s_mid > radius:
+                hi, w, s = mid, w_mid, s_mid
+            else:
+                lo = mid
+        lam = radius / s  # the exact multiplier for the w found: its norm term is exactly sqrt(phi)
+    return mean + lam * w
+
+
+def nash_weights(
+    gram: np.ndarray, init: np.ndarray | None = None, max_iter: int = 20, tol: float = 1e-10
+) -> tuple[np.ndarray, bool]:
+    """alpha > 0 with G alpha = 1 / alpha (Navon et al., ICML 2022, Nash-MTL's bargaining solution).
+
+    G alpha - 1/alpha is the gradient of f(alpha) = 1/2 alpha^T G alpha - sum_t log alpha_t, which is
+    strictly convex on alpha > 0, so the solution is its unique minimiser (it exists unless 0 is in the
+    convex hull of the gradients, where f is unbounded below). f is self-concordant, so damped Newton
+    (step 1 / (1 + decrement)) converges from any positive start, never leaves alpha > 0, and is quadratic
+    near the solution: this replaces the official code's sequence of cvxpy problems. Returns the last
+    iterate and whether max_t |alpha_t (G alpha)_t - 1| <= tol was reached within ``max_iter`` steps.
+    A task with an exactly zero gradient (0 is then in the hull) gets alpha_t = 0 and the others are solved
+    without it: its gradient adds nothing to d whatever alpha_t is.
+    """
+    gram = np.asarray(gram, dtype=np.float64)
+    t, diag = gram.shape[0], np.diag(gram)
+    active = diag > 0
+    if not active.all():  # a zero gradient (e.g. a task absent from the batch) cannot bargain: alpha_t = 0
+        alpha = np.zeros(t)
+        if not active.any():
+            return alpha, False
+        sub_init = None if init is None else np.asarray(init, dtype=np.float64)[active]
+        alpha[active], converged = nash_weights(gram[np.ix_(active, active)], sub_init, max_iter, tol)
+        return alpha, converged
+    # Default start, and for any non-positive entry of ``init``: the exact solution when the gradients are
+    # orthogonal, alpha_t = 1 / ||g_t||.
+    alpha = 1.0 / np.sqrt(diag)
+    if init is not None:
+        init = np.asarray(init, dtype=np.float64)
+        alpha = np.where(init > 0, init, alpha)
+    quad = alpha @ gram @ alpha
+    if quad > 0:  # best scale of the start: min_s f(s alpha) is at s^2 alpha^T G alpha = T
+        alpha *= np.sqrt(t / quad)
+    for _ in range(max_iter):
+        g_alpha = gram @ alpha
+        if np.max(np.abs(alpha * g_alpha - 1.0)) <= tol:
+            return alpha, True
+        grad = g_alpha - 1.0 / alpha
+        try:
+            step = np.linalg.solve(gram + np.diag(1.0 / alpha**2), -grad)
+        except np.linalg.LinAlgError:  # no solution (0 in the hull): alpha ran off to infinity
+            break
+        decrement = float(np.sqrt(max(-grad @ step, 0.0)))
+        new = alpha + (step if decrement < 0.25 else step / (1.0 + decrement))
+        if not np.all(np.isfinite(new)) or np.any(new <= 0):  # round-off only; the theory keeps alpha > 0
+            break
+        alpha = new
+    return alpha, bool(np.max(np.abs(alpha * (gram @ alpha) - 1.0)) <= tol)
+
+
+def combine(weights: np.ndarray, jacobian: Tensor) -> tuple[Tensor, Tensor]:
+    """The direction weights @ J [P] and the weights [T], both in the Jacobian's dtype on its device."""
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float64)).to(device=jacobian.device, dtype=jacobian.dtype)
+    return w @ jacobian, w
