@@ -79,6 +79,10 @@ def bench(num_tasks: int, names: list[str], steps: int, device: torch.device, wi
             method.generator = torch.Generator(device=device).manual_seed(0)
             label = name if space == "params" else f"{name} (features)"
             runs[label] = make_step(model, method, GradientOptions(grad_space=space), x, targets, tasks)
+    if "nash_mtl" in names:  # the solver amortised over 10 steps (Navon et al.'s update_weights_every)
+        model = MultiTaskModel(small_cnn(width), tasks, head=linear).to(device, memory_format=torch.channels_last)
+        method = weighting_lib.get("nash_mtl", num_tasks, update_every=10).to(device)
+        runs["nash_mtl (update_every=10)"] = make_step(model, method, GradientOptions(), x, targets, tasks)
     model = MultiTaskModel(small_cnn(width), tasks, head=linear).to(device, memory_format=torch.channels_last)
     runs["naive-loop (LibMTL style, mean)"] = make_step(model, None, GradientOptions(), x, targets, tasks)
 
@@ -105,7 +109,7 @@ def bench(num_tasks: int, names: list[str], steps: int, device: torch.device, wi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, nargs="+", default=[2, 5, 10, 20])
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--methods", nargs="+", default=sorted(weighting_lib.METHODS))
     parser.add_argument("--width", type=int, default=16)
