@@ -33,33 +33,34 @@ class GradientOptions:
 
 def mtl_backward(
     model: MultiTaskModel, features: Tensor, losses: Tensor, weighting: Weighting, options: GradientOptions,
-    scaler: torch.amp.GradScaler | None = None, want_jacobian: bool = False,
+    scaler: torch.amp.GradScaler | None = None, want_jacobian: bool = False, grad_scale: float = 1.0,
 ) -> Tensor | None:
-    """Populate ``.grad`` for one step (scaled by ``scaler``, if any). Returns the per-task Jacobian when one
-    was computed (gradient methods, or ``want_jacobian`` for logging), else None."""
+    """Add this batch's gradients to ``.grad`` (scaled by ``scaler``, if any, and by ``grad_scale``: 1/k when
+    accumulating k micro-batches; the method itself always sees the true losses and gradients). Returns the
+    per-task Jacobian when one was computed (gradient methods, or ``want_jacobian`` for logging), else None."""
     shared = [p for p in model.encoder.parameters() if p.requires_grad]
     heads = [p for p in model.heads.parameters() if p.requires_grad]
     scaled = scaler.scale(losses) if scaler is not None else losses
     scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
     if isinstance(weighting, LossWeighting):
         measured = jacobian(scaled, shared, options.jacobian) / scale if want_jacobian and shared else None
-        total = weighting.combine(losses)
+        total = weighting.combine(losses) * grad_scale
         (scaler.scale(total) if scaler is not None else total).backward()
         return measured
     if not isinstance(weighting, GradientWeighting):
         raise TypeError(f"{type(weighting).__name__} is neither a loss- nor a gradient-level method")
     if not shared:  # a frozen encoder leaves nothing to balance: each head learns its own task
-        scaled.sum().backward()
+        (scaled.sum() * grad_scale).backward()
         return None
     on_features = options.grad_space == "features"
     inputs = [features] if on_features else shared
     jac = jacobian(scaled, inputs, options.jacobian, options.jacobian_chunk).float() / scale
     direction = weighting.aggregate(jac, losses.detach().float())
-    head_grads = torch.autograd.grad(scaled.sum(), heads, retain_graph=on_features) if heads else ()
+    head_grads = torch.autograd.grad(scaled.sum() * grad_scale, heads, retain_graph=on_features) if heads else ()
     for p, g in zip(heads, head_grads, strict=True):
-        p.grad = g
+        p.grad = g if p.grad is None else p.grad.add_(g)
     if on_features:
-        features.backward(direction.view_as(features).to(features.dtype) * scale)
+        features.backward(direction.view_as(features).to(features.dtype) * (scale * grad_scale))
     else:
-        assign_flat_gradient(shared, direction * scale)
+        assign_flat_gradient(shared, direction * (scale * grad_scale))
     return jac

@@ -10,6 +10,7 @@ on test at the end.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -51,15 +52,16 @@ def task_losses(tasks: list[TaskSpec], outputs: dict[str, Tensor], targets: dict
 
 
 def log_step(tb: TensorBoard, tasks: list[TaskSpec], losses: Tensor, weighting: Weighting, jac: Tensor | None,
-             lr: float, step: int) -> None:
+             lr: float, step: int) -> dict[str, float]:
     """Per-step TensorBoard scalars: each task's loss and weight, its gradient norm, the pairwise gradient
-    cosines and the share of conflicting pairs, and the learning rate."""
+    cosines and the share of conflicting pairs, and the learning rate. Returns the weight and gradient stats."""
     names = [t.name for t in tasks]
     tb.scalars({f"train/{n}/loss": v for n, v in zip(names, losses.tolist(), strict=True)}, step)
-    tb.scalars({f"weights/{n}": v for n, v in zip(names, weighting.last_weights.tolist(), strict=True)}, step)
-    tb.scalars({"train/loss": losses.sum().item(), "train/lr": lr}, step)
+    stats = {f"weights/{n}": v for n, v in zip(names, weighting.last_weights.tolist(), strict=True)}
     if jac is not None:
-        tb.scalars(gradient_stats(jac, names), step)
+        stats.update(gradient_stats(jac, names))
+    tb.scalars({**stats, "train/loss": losses.sum().item(), "train/lr": lr}, step)
+    return stats
 
 
 def check_monitor(monitor: str, tasks: list[TaskSpec]) -> str:
@@ -68,6 +70,17 @@ def check_monitor(monitor: str, tasks: list[TaskSpec]) -> str:
     if monitor not in valid:
         raise UserError(f"trainer.monitor={monitor} is not a validation metric; use one of {', '.join(valid)}")
     return monitor
+
+
+def accumulation_plan(full_batches: int, accumulate: int) -> tuple[int, int]:
+    """(micro-batches, optimizer updates) per epoch; a trailing incomplete accumulation cycle is dropped."""
+    if accumulate < 1:
+        raise UserError(f"trainer.accumulate_grad_batches must be >= 1 (got {accumulate})")
+    if full_batches < accumulate:
+        raise UserError(f"trainer.accumulate_grad_batches={accumulate} exceeds the {full_batches} batches of an "
+                        "epoch; lower it or trainer.batch_size")
+    updates = full_batches // accumulate
+    return updates * accumulate, updates
 
 
 def build_model(cfg: DictConfig, tasks: list[TaskSpec], rt: Runtime, fresh: bool) -> MultiTaskModel:
@@ -113,7 +126,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     set_trainable(model.encoder, not frozen)
 
     epochs, batch_size = cfg.trainer.epochs, cfg.trainer.batch_size
-    steps_per_epoch = train.steps_per_epoch(batch_size, "train")
+    accumulate = cfg.trainer.accumulate_grad_batches
+    micro_batches, steps_per_epoch = accumulation_plan(train.steps_per_epoch(batch_size, "train"), accumulate)
     trainable = [(model.heads, 1.0), (weighting, 1.0)] + ([] if frozen else [(model.encoder, cfg.encoder.lr_mult)])
     optimizer = instantiate(cfg.optim, "optim")(param_groups(trainable, cfg.optim.lr, cfg.optim.weight_decay))
     scheduler = instantiate(cfg.sched, "sched")(optimizer, total_steps=epochs * steps_per_epoch,
@@ -121,6 +135,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     scaler = grad_scaler(rt.device, rt.precision)
     monitor = check_monitor(cfg.trainer.monitor, tasks)
     start_epoch, step, history, best = 0, 0, [], {"epoch": 0, "value": math.nan}
+    grad_sums: dict[str, float] = {}  # running sums of the logged weights and gradient stats
     if resume is not None:
         load_model_state(model, resume)
         weighting.load_state_dict(resume["weighting"])
@@ -129,6 +144,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         scaler.load_state_dict(resume["scaler"])
         set_rng_state(resume["rng"])
         start_epoch, step, history, best = resume["epoch"], resume["step"], resume["history"], resume["best"]
+        grad_sums = resume["grad_sums"]
         log.info("resuming from %s at epoch %d", out.last, start_epoch)
 
     def checkpoint(epoch: int, metrics: dict[str, float], full: bool) -> dict:
@@ -140,7 +156,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         }
         if full:
             state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                         scaler=scaler.state_dict(), rng=rng_state(), history=history, best=best)
+                         scaler=scaler.state_dict(), rng=rng_state(), history=history, best=best,
+                         grad_sums=grad_sums)
         return state
 
     tb = TensorBoard(out.tensorboard)
@@ -153,42 +170,49 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             model.train()
             if frozen:  # a frozen encoder keeps its BatchNorm statistics too
                 model.encoder.eval()
-            task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=steps_per_epoch, rate="")
+            task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=micro_batches, rate="")
             shuffle = generator(cfg.seed, SHUFFLE, epoch)
             aug_gen = generator(cfg.seed, AUGMENT, epoch, device=rt.device)
             weighting.generator = generator(cfg.seed, WEIGHTING, epoch, device=rt.device)
             loss_sum = torch.zeros(len(tasks), device=rt.device)
             seen, tic, last_jacobian = 0, time.perf_counter(), None
-            for images, targets in train.batches(batch_size, shuffle=True, generator=shuffle, drop_last=True):
+            batches = train.batches(batch_size, shuffle=True, generator=shuffle, drop_last=True)
+            for i, (images, targets) in enumerate(itertools.islice(batches, micro_batches)):
                 x = augment(images.to(rt.device, non_blocking=True), aug_gen).contiguous(memory_format=rt.memory_format)
                 targets = {k: v.to(rt.device, non_blocking=True) for k, v in targets.items()}
                 with autocast(rt.device, rt.precision):
                     with torch.set_grad_enabled(not frozen):
                         features = model.encoder(x)
                     losses = task_losses(tasks, model.forward_heads(features), targets).float()
-                optimizer.zero_grad(set_to_none=True)
-                log_now = (step + 1) % cfg.trainer.log_every == 0
+                if i % accumulate == 0:
+                    optimizer.zero_grad(set_to_none=True)
+                updating = (i + 1) % accumulate == 0  # the last micro-batch of an accumulation cycle
+                log_now = updating and (step + 1) % cfg.trainer.log_every == 0
                 jac = mtl_backward(model, features, losses, weighting, grad_options, scaler,
-                                   want_jacobian=log_now and cfg.trainer.log_grad_stats)
-                apply_gradients(optimizer, scheduler, scaler, cfg.trainer.grad_clip)
-                if weighting.needs_post_step_losses:  # e.g. FAMO: the same batch under the updated model
-                    with torch.no_grad(), autocast(rt.device, rt.precision):
-                        weighting.step_end(task_losses(tasks, model(x)[1], targets).float())
-                step += 1
+                                   want_jacobian=log_now and cfg.trainer.log_grad_stats, grad_scale=1 / accumulate)
                 loss_sum += losses.detach()
                 seen += images.shape[0]
+                if updating:
+                    apply_gradients(optimizer, scheduler, scaler, cfg.trainer.grad_clip)
+                    if weighting.needs_post_step_losses:  # e.g. FAMO: the same batch under the updated model
+                        with torch.no_grad(), autocast(rt.device, rt.precision):
+                            weighting.step_end(task_losses(tasks, model(x)[1], targets).float())
+                    step += 1
                 if log_now:
-                    log_step(tb, tasks, losses.detach(), weighting, jac, current_lr(optimizer), step)
+                    for key, value in log_step(tb, tasks, losses.detach(), weighting, jac, current_lr(optimizer),
+                                               step).items():
+                        grad_sums[key] = grad_sums.get(key, 0.0) + value
+                    grad_sums["logged_steps"] = grad_sums.get("logged_steps", 0.0) + 1
                     if jac is not None:
                         last_jacobian = jac
                 bar.update(task, advance=1, rate=f"{seen / (time.perf_counter() - tic):,.0f} img/s")
             bar.remove_task(task)
             seconds = time.perf_counter() - tic
-            weighting.epoch_end(loss_sum / steps_per_epoch)
+            weighting.epoch_end(loss_sum / micro_batches)
             if last_jacobian is not None:
                 tb.image("grad/cosines", cosine_heatmap(last_jacobian), step)
             metrics = score_tasks(model, val, cfg.trainer.eval_batch_size, rt, "val")
-            epoch_losses = (loss_sum / steps_per_epoch).tolist()
+            epoch_losses = (loss_sum / micro_batches).tolist()
             metrics.update({f"train/{t.name}/epoch_loss": v for t, v in zip(tasks, epoch_losses, strict=True)})
             metrics["images_per_s"] = seen / seconds
             history.append({"epoch": epoch + 1, **metrics})
@@ -208,7 +232,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                **score_tasks(model, test, cfg.trainer.eval_batch_size, rt, "test"), "best_epoch": best["epoch"]}
     tb.hparams(flatten(to_plain(cfg)), results)
     tb.close()
-    write_metrics(out.path, {"stage": "train_mtl", "monitor": monitor, **results, "history": history})
+    logged = grad_sums.get("logged_steps", 0.0)
+    gradient_summary = {k: v / logged for k, v in grad_sums.items() if k != "logged_steps"} if logged else {}
+    write_metrics(out.path, {"stage": "train_mtl", "monitor": monitor, **results, "history": history,
+                             "gradient_summary": gradient_summary, "gradient_summary_steps": int(logged)})
     console.print(metrics_table(f"train-mtl: best epoch {best['epoch']} by {monitor}",
                                 {k: v for k, v in results.items() if k.startswith("test/")}))
     return results

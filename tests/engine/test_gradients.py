@@ -132,3 +132,21 @@ def test_bad_engine_options_are_clear_errors() -> None:
         GradientOptions(grad_space="weights")
     with pytest.raises(UserError, match="jacobian_chunk must be >= 1"):
         GradientOptions(jacobian_chunk=0)
+
+
+@pytest.mark.parametrize("method", [Equal(3), Mean(3)], ids=["loss-level", "gradient-level"])
+def test_accumulating_micro_batches_averages_their_gradients(method: GradientWeighting | Equal) -> None:
+    model, x, targets = setup()
+    halves = [(x[:3], {k: v[:3] for k, v in targets.items()}), (x[3:], {k: v[3:] for k, v in targets.items()})]
+    separate = []
+    for xi, ti in halves:
+        model.zero_grad()
+        features, losses = forward(model, xi, ti)
+        mtl_backward(model, features, losses, method, GradientOptions())
+        separate.append([p.grad.clone() for p in model.parameters()])
+    model.zero_grad()
+    for xi, ti in halves:  # accumulate, as the trainer does with accumulate_grad_batches=2
+        features, losses = forward(model, xi, ti)
+        mtl_backward(model, features, losses, method, GradientOptions(), grad_scale=0.5)
+    for p, a, b in zip(model.parameters(), *separate, strict=True):
+        assert torch.allclose(p.grad, (a + b) / 2, atol=1e-6)

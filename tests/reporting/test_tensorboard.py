@@ -17,3 +17,17 @@ def test_train_mtl_writes_real_event_files_with_scalars_and_hparams(tmp_path: Pa
     assert "hparam/test/shape/accuracy" in tags
     # The hparams plugin data sits in the same directory as the curves (not a timestamped subfolder).
     assert "hparams" in events.PluginTagToContent("hparams") or events.PluginTagToContent("hparams")
+
+
+def test_metrics_json_summarises_weights_and_gradient_conflicts(tmp_path: Path) -> None:
+    import json
+
+    train_mtl.run(tiny("train_mtl", "trainer.epochs=2", "weighting=mgda"), tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    summary = metrics["gradient_summary"]
+    assert metrics["gradient_summary_steps"] == 4  # 2 epochs x 2 steps, logged every step
+    assert 0.0 <= summary["grad/conflicting_pairs"] <= 1.0 and summary["grad/shape/norm"] > 0
+    assert abs(sum(summary[f"weights/{t}"] for t in ("shape", "colour", "size", "position", "outlined")) - 1) < 1e-4
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert "grad/cosines" in events.Tags()["images"]  # the per-epoch cosine heatmap

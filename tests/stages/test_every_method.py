@@ -42,3 +42,15 @@ def test_stateful_and_random_methods_resume_exactly(method: str, tmp_path: Path)
     train_mtl.run(tiny("train_mtl", *cfg, "trainer.epochs=1"), tmp_path / "split")
     resumed = train_mtl.run(tiny("train_mtl", *cfg, "trainer.epochs=2"), tmp_path / "split")
     assert resumed == straight
+
+
+def test_gradient_accumulation_takes_one_update_per_k_batches(tmp_path: Path) -> None:
+    import torch
+
+    from mtlssl.errors import UserError
+
+    train_mtl.run(tiny("train_mtl", "weighting=pcgrad", "trainer.batch_size=16", "trainer.accumulate_grad_batches=2"),
+                  tmp_path / "acc")
+    assert torch.load(tmp_path / "acc/checkpoints/last.pt", weights_only=True)["step"] == 2  # 4 batches / 2
+    with pytest.raises(UserError, match="accumulate_grad_batches=8 exceeds the 4 batches"):
+        train_mtl.run(tiny("train_mtl", "trainer.batch_size=16", "trainer.accumulate_grad_batches=8"), tmp_path / "x")
