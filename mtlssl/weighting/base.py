@@ -65,6 +65,16 @@ class LossWeighting(Weighting):
 class GradientWeighting(Weighting):
     needs_gradients = True
 
+    def random_orders(self) -> list[list[int]]:
+        """For each task i, the other tasks in a random order drawn from ``generator`` (PCGrad, GradVac)."""
+        device = self.generator.device if self.generator is not None else "cpu"
+        orders = []
+        for i in range(self.num_tasks):
+            others = [j for j in range(self.num_tasks) if j != i]
+            perm = torch.randperm(len(others), generator=self.generator, device=device).tolist()
+            orders.append([others[k] for k in perm])
+        return orders
+
     @abstractmethod
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Tensor:
         """Per-task gradients [T, P] of the shared parameters (and the losses [T] they come from)

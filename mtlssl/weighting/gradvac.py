@@ -41,16 +41,6 @@ class GradVac(GradientWeighting):
         self.beta = float(beta)
         self.register_buffer("targets", torch.zeros(num_tasks, num_tasks))
 
-    def _orders(self) -> list[list[int]]:
-        gen = self.generator
-        device = gen.device if gen is not None else "cpu"
-        orders = []
-        for i in range(self.num_tasks):
-            others = [j for j in range(self.num_tasks) if j != i]
-            perm = torch.randperm(len(others), generator=gen, device=device).tolist()
-            orders.append([others[k] for k in perm])
-        return orders
-
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Tensor:
         self._check_tasks(jacobian.shape[0])
         # g_i' = sum_k C[i, k] g_k, so every norm and inner product comes from the Gram matrix G = J J^T:
@@ -59,7 +49,7 @@ class GradVac(GradientWeighting):
         gram = (j64 @ j64.T).cpu()
         targets = self.targets.detach().double().cpu()
         coef = torch.eye(self.num_tasks, dtype=torch.float64)
-        for i, order in enumerate(self._orders()):
+        for i, order in enumerate(self.random_orders()):
             for j in order:
                 norm_i = (coef[i] @ gram @ coef[i]).clamp_min(0).sqrt()
                 norm_j = gram[j, j].clamp_min(0).sqrt()

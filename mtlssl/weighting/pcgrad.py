@@ -45,17 +45,6 @@ class PCGrad(GradientWeighting):
                     coef[i, j] -= dot / gram[j, j]
         return coef
 
-    def random_orders(self) -> list[list[int]]:
-        """For each task i, the other tasks in a uniformly random order (one permutation per task)."""
-        gen = self.generator
-        device = gen.device if gen is not None else "cpu"
-        orders = []
-        for i in range(self.num_tasks):
-            others = [j for j in range(self.num_tasks) if j != i]
-            perm = torch.randperm(len(others), generator=gen, device=device).tolist()
-            orders.append([others[k] for k in perm])
-        return orders
-
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Tensor:
         self._check_tasks(jacobian.shape[0])
         # The projections only need inner products; a float64 Gram on the CPU keeps the T x T bookkeeping
