@@ -26,6 +26,7 @@ from mtlssl.engine.inference import collect, score_tasks
 from mtlssl.engine.runtime import Runtime
 from mtlssl.errors import UserError
 from mtlssl.metrics import knn_accuracy, linear_probe_accuracy
+from mtlssl.metrics.mtl_summary import delta_m, delta_p
 from mtlssl.model import MultiTaskModel
 from mtlssl.reporting.console import console, metrics_table
 from mtlssl.reporting.files import write_metrics, write_resolved_config
@@ -52,6 +53,33 @@ def probe(encoder: Encoder, data: Dataset, split: str, cfg: DictConfig, batch_si
     return metrics
 
 
+def score_mtl(ckpt: dict, data: Dataset, split: str, batch_size: int, rt: Runtime) -> dict[str, float]:
+    """An mtl checkpoint's per-task metrics on ``split`` of ``data``."""
+    trained = OmegaConf.create(ckpt["config"])
+    tasks = [TaskSpec(**t) for t in ckpt["tasks"]]
+    missing = [t.name for t in tasks if t.name not in data.split(split).targets]
+    if missing:
+        raise UserError(f"checkpoint '{ckpt['path']}': tasks {missing} have no labels in split '{split}' of data "
+                        f"'{data.name}'; evaluate on the data it was trained on")
+    model = MultiTaskModel(build_encoder(ckpt["encoder"]["arch"]), tasks, head=instantiate(trained.heads, "heads"))
+    load_model_state(model, ckpt)
+    model.to(rt.device, memory_format=rt.memory_format)
+    return score_tasks(model, data.split(split), batch_size, rt, split)
+
+
+def against_baselines(metrics: dict[str, float], baselines: list[str], data: Dataset, split: str, batch_size: int,
+                      rt: Runtime) -> dict[str, float]:
+    """delta_m% and delta_p% of ``metrics`` against single-task runs, each re-scored on the same split."""
+    single: dict[str, float] = {}
+    for path in baselines:
+        ckpt = load_checkpoint(path, "baselines", kinds=("mtl",))
+        if len(ckpt["tasks"]) != 1:
+            raise UserError(f"baselines: '{ckpt['path']}' was trained on {len(ckpt['tasks'])} tasks; a single-task "
+                            "baseline is a train-mtl run with one task (tasks=[<name>])")
+        single.update(score_mtl(ckpt, data, split, batch_size, rt))
+    return {f"{split}/delta_m": delta_m(metrics, single), f"{split}/delta_p": delta_p(metrics, single)}
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     ckpt = load_checkpoint(cfg.ckpt, "ckpt")
@@ -62,22 +90,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
     log.info("scoring %s checkpoint %s (epoch %s) on split '%s' of '%s'", ckpt["kind"], ckpt["path"],
              ckpt.get("epoch"), cfg.split, data.name)
-    encoder = build_encoder(ckpt["encoder"]["arch"])
     metrics: dict[str, float] = {}
     if ckpt["kind"] == "mtl":
-        tasks = [TaskSpec(**t) for t in ckpt["tasks"]]
-        missing = [t.name for t in tasks if t.name not in data.split(cfg.split).targets]
-        if missing:
-            raise UserError(f"ckpt: tasks {missing} of the checkpoint have no labels in split '{cfg.split}' of "
-                            f"data '{data.name}'; evaluate on the data it was trained on")
-        model = MultiTaskModel(encoder, tasks, head=instantiate(trained.heads, "heads"))
-        load_model_state(model, ckpt)
-        model.to(rt.device, memory_format=rt.memory_format)
-        metrics.update(score_tasks(model, data.split(cfg.split), cfg.batch_size, rt, cfg.split))
-    else:
-        encoder.load_state_dict(ckpt["encoder"]["state"])
+        metrics.update(score_mtl(ckpt, data, cfg.split, cfg.batch_size, rt))
+        if cfg.baselines:
+            metrics.update(against_baselines(metrics, list(cfg.baselines), data, cfg.split, cfg.batch_size, rt))
+    elif cfg.baselines:
+        raise UserError("baselines= compares a multi-task checkpoint with single-task runs; ckpt is a pretrain "
+                        "checkpoint")
     enabled = str(cfg.probe.enabled).lower()
     if enabled == "true" or (enabled == "auto" and ckpt["kind"] == "pretrain"):
+        encoder = build_encoder(ckpt["encoder"]["arch"])
+        encoder.load_state_dict(ckpt["encoder"]["state"])
         encoder.to(rt.device, memory_format=rt.memory_format)
         metrics.update(probe(encoder, data, cfg.split, cfg.probe, cfg.batch_size, rt))
 

@@ -113,3 +113,21 @@ def test_wrong_checkpoint_kind_and_encoder_mismatch(pretrained_run: Path, tmp_pa
         load_checkpoint(pretrained_run, "resume", kinds=("mtl",))
     with pytest.raises(UserError, match="encoder mismatch"):
         train_mtl.run(tiny("train_mtl", f"encoder.init={pretrained_run}", "encoder.arch.width=6"), tmp_path)
+
+
+def test_eval_against_single_task_baselines_reports_delta_m_and_delta_p(tmp_path: Path) -> None:
+    from mtlssl.metrics.mtl_summary import delta_m, delta_p
+
+    single = {}
+    for task in ("shape", "position"):
+        train_mtl.run(tiny("train_mtl", f"tasks=[{task}]"), tmp_path / task)
+        single.update({k: v for k, v in read_metrics(tmp_path / task).items() if k.startswith("test/")})
+    train_mtl.run(tiny("train_mtl", "tasks=[shape,position]"), tmp_path / "mtl")
+    scored = evaluate.run(tiny("eval", f"ckpt={tmp_path / 'mtl'}",
+                               f"baselines=[{tmp_path / 'shape'},{tmp_path / 'position'}]"), tmp_path / "eval")
+    multi = {k: v for k, v in read_metrics(tmp_path / "mtl").items() if k.startswith("test/")}
+    # Re-scoring the baselines on the same split reproduces their recorded test metrics, hence the same deltas.
+    assert scored["test/delta_m"] == pytest.approx(delta_m(multi, single), rel=1e-4, abs=1e-4)
+    assert scored["test/delta_p"] == pytest.approx(delta_p(multi, single), rel=1e-4, abs=1e-4)
+    with pytest.raises(UserError, match="a single-task baseline is a train-mtl run with one task"):
+        evaluate.run(tiny("eval", f"ckpt={tmp_path / 'mtl'}", f"baselines=[{tmp_path / 'mtl'}]"), tmp_path / "bad")
