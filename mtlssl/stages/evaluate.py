@@ -67,11 +67,22 @@ def score_mtl(ckpt: dict, data: Dataset, split: str, batch_size: int, rt: Runtim
     return score_tasks(model, data.split(split), batch_size, rt, split)
 
 
+def expand_runs(paths: list[str]) -> list[Path]:
+    """Run directories and checkpoints as given; a sweep directory (no checkpoints/ of its own) stands for
+    its job directories that hold one (``mtlssl train-mtl -m tasks=[a],[b]`` makes such a sweep)."""
+    runs: list[Path] = []
+    for given in paths:
+        path = Path(given).expanduser()
+        jobs = sorted(p for p in path.iterdir() if (p / "checkpoints").is_dir()) if path.is_dir() else []
+        runs.extend(jobs if path.is_dir() and not (path / "checkpoints").is_dir() and jobs else [path])
+    return runs
+
+
 def against_baselines(metrics: dict[str, float], baselines: list[str], data: Dataset, split: str, batch_size: int,
                       rt: Runtime) -> dict[str, float]:
     """delta_m% and delta_p% of ``metrics`` against single-task runs, each re-scored on the same split."""
     single: dict[str, float] = {}
-    for path in baselines:
+    for path in expand_runs(baselines):
         ckpt = load_checkpoint(path, "baselines", kinds=("mtl",))
         if len(ckpt["tasks"]) != 1:
             raise UserError(f"baselines: '{ckpt['path']}' was trained on {len(ckpt['tasks'])} tasks; a single-task "

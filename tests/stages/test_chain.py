@@ -119,12 +119,12 @@ def test_eval_against_single_task_baselines_reports_delta_m_and_delta_p(tmp_path
     from mtlssl.metrics.mtl_summary import delta_m, delta_p
 
     single = {}
-    for task in ("shape", "position"):
-        train_mtl.run(tiny("train_mtl", f"tasks=[{task}]"), tmp_path / task)
-        single.update({k: v for k, v in read_metrics(tmp_path / task).items() if k.startswith("test/")})
+    for task in ("shape", "position"):  # as a sweep would lay them out: <sweep>/<job>
+        train_mtl.run(tiny("train_mtl", f"tasks=[{task}]"), tmp_path / "single" / task)
+        single.update({k: v for k, v in read_metrics(tmp_path / "single" / task).items() if k.startswith("test/")})
     train_mtl.run(tiny("train_mtl", "tasks=[shape,position]"), tmp_path / "mtl")
-    scored = evaluate.run(tiny("eval", f"ckpt={tmp_path / 'mtl'}",
-                               f"baselines=[{tmp_path / 'shape'},{tmp_path / 'position'}]"), tmp_path / "eval")
+    scored = evaluate.run(tiny("eval", f"ckpt={tmp_path / 'mtl'}", f"baselines=[{tmp_path / 'single'}]"),
+                          tmp_path / "eval")
     multi = {k: v for k, v in read_metrics(tmp_path / "mtl").items() if k.startswith("test/")}
     # Re-scoring the baselines on the same split reproduces their recorded test metrics, hence the same deltas.
     assert scored["test/delta_m"] == pytest.approx(delta_m(multi, single), rel=1e-4, abs=1e-4)
