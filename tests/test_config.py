@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra._internal.utils import _locate
 from omegaconf import OmegaConf
 
 from mtlssl.config import config_dir, instantiate
@@ -85,12 +86,19 @@ def test_every_optimizer_and_schedule_builds(optim: str, sched: str) -> None:
     assert optimizer.param_groups[0]["lr"] > 0
 
 
-@pytest.mark.parametrize("option", options("data"))
-def test_every_dataset_builds_with_its_tasks(option: str) -> None:
-    data = build_data(compose_config("train_mtl", [f"data={option}", *TINY]).data)
-    assert data.tasks and {"train", "val", "test"} <= data.splits.keys()
+def test_the_embedded_dataset_builds_with_its_tasks() -> None:
+    data = build_data(compose_config("train_mtl", TINY).data)
+    assert data.tasks and {"unlabeled", "train", "val", "test"} <= data.splits.keys()
     for split in ("train", "val", "test"):
         assert {t.name for t in data.tasks} <= data.splits[split].targets.keys()
+
+
+@pytest.mark.parametrize("option", options("data"))
+def test_every_dataset_option_composes_and_names_a_builder(option: str) -> None:
+    """On-disk datasets are built from tiny files in their real format by their own tests (tests/data/)."""
+    cfg = compose_config("train_mtl", [f"data={option}"])
+    assert callable(_locate(cfg.data._target_))
+    assert cfg.data.channels in (1, 3) and len(cfg.data.mean) == len(cfg.data.std) == cfg.data.channels
 
 
 @pytest.mark.parametrize("option", options("ssl"))
