@@ -93,6 +93,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         start_epoch, step, history = resume["epoch"], resume["step"], resume["history"]
         log.info("resuming from %s at epoch %d", out.last, start_epoch)
 
+    def checkpoint(epoch: int, record: dict) -> dict:
+        return {
+            "kind": "pretrain", "config": to_plain(cfg), "epoch": epoch, "step": step, "history": history,
+            "encoder": {"arch": to_plain(cfg.encoder.arch), "state": encoder.state_dict()},
+            "ssl": method.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": rng_state(), "metrics": record,
+        }
+
     tb = TensorBoard(out.tensorboard)
     log.info("pretraining %s with %s on %d images of '%s' for %d epochs (%d steps each) on %s",
              cfg.encoder.name, type(method).__name__, len(pool), cfg.pretrain_split, epochs, steps_per_epoch, rt)
@@ -126,13 +134,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             history.append(record)
             tb.scalars({k: v for k, v in record.items() if k != "epoch"}, step, prefix="epoch/")
             log.info("epoch %d/%d  %s  (%.1fs)", epoch + 1, epochs, describe(record), seconds)
-            save_checkpoint({
-                "kind": "pretrain", "config": to_plain(cfg), "epoch": epoch + 1, "step": step, "history": history,
-                "encoder": {"arch": to_plain(cfg.encoder.arch), "state": encoder.state_dict()},
-                "ssl": method.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-                "metrics": record,
-            }, out.last)
+            save_checkpoint(checkpoint(epoch + 1, record), out.last)
+    if not out.last.exists():  # trainer.epochs=0: the initial encoder, e.g. the random-init baseline for probes
+        save_checkpoint(checkpoint(0, history[0] if history else {}), out.last)
 
     final = {k: v for k, v in history[-1].items() if k != "epoch"} if history else {}
     tb.hparams(flatten(to_plain(cfg)), final)

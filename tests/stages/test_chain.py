@@ -131,3 +131,11 @@ def test_eval_against_single_task_baselines_reports_delta_m_and_delta_p(tmp_path
     assert scored["test/delta_p"] == pytest.approx(delta_p(multi, single), rel=1e-4, abs=1e-4)
     with pytest.raises(UserError, match="a single-task baseline is a train-mtl run with one task"):
         evaluate.run(tiny("eval", f"ckpt={tmp_path / 'mtl'}", f"baselines=[{tmp_path / 'mtl'}]"), tmp_path / "bad")
+
+
+def test_zero_pretrain_epochs_save_the_initial_encoder_for_a_random_init_baseline(tmp_path: Path) -> None:
+    pretrain.run(tiny("pretrain", "trainer.epochs=0"), tmp_path / "random")
+    ckpt = load_checkpoint(tmp_path / "random", "test", kinds=("pretrain",))
+    assert ckpt["epoch"] == 0
+    probed = evaluate.run(tiny("eval", f"ckpt={tmp_path / 'random'}"), tmp_path / "eval")
+    assert 0.0 <= probed["test/shape/linear_probe"] <= 1.0
