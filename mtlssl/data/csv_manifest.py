@@ -1,0 +1,321 @@
+"""A dataset described by a CSV manifest: one row per image, an image path column and any label columns.
+
+```
+image,split,species,tail_length,has_tail
+img/0001.jpg,train,2,0.31,1
+img/0002.jpg,train,,,0          <- empty cells: labels missing for this image (skipped by losses and metrics)
+img/0003.png,unlabeled,,,       <- only in the unlabeled split (pretraining)
+```
+
+Tasks are declared in the data config, ``{name: {kind, column, num_outputs}}``: ``multiclass`` (one column of
+integer ids 0..num_outputs-1), ``binary`` (one column of 0/1), ``multilabel`` (several 0/1 columns),
+``regression`` (one or several numeric columns). An EMPTY cell is a missing label (-1 for multiclass, NaN
+otherwise); a multi-column task's label is present or missing as a whole. Relative image paths are resolved
+from the manifest's folder (or ``root``). Splits come from ``split_column`` (train / val / test, and
+optionally unlabeled) or, with ``split_column=null``, from a deterministic split by ``seed``.
+
+Images are decoded once (see ``mtlssl.data.imagefolder``: RGB, center crop, resize) and cached under a hash
+of the image file list; labels are read from the manifest on every build, so editing them needs no re-decode.
+"""
+
+from __future__ import annotations
+
+import csv as csvlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mtlssl.data.image_set import Dataset, ImageSet
+from mtlssl.data.imagefolder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_pixels,
+    finish_splits,
+    load_images,
+    split_pool,
+)
+from mtlssl.data.sources import holdout
+from mtlssl.data.tasks import KINDS, TaskSpec
+from mtlssl.errors import UserError
+
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test",
+               "unlabeled": "unlabeled", "unlabelled": "unlabeled"}
+TASK_KEYS = ("kind", "column", "num_outputs")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One manifest row: its 1-based data row number, the file line it ends on, and its cells."""
+
+    number: int
+    line: int
+    cells: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TaskColumns:
+    """A declared task and the manifest columns its label is read from."""
+
+    spec: TaskSpec
+    columns: tuple[str, ...]
+
+
+def _at(manifest: Path, row: Row, column: str) -> str:
+    """Where a cell is, as error messages name it."""
+    return f"{manifest}: row {row.number} (line {row.line}), column '{column}'"
+
+
+# --- reading and checking the manifest ---------------------------------------------------------------------
+
+
+def _read(manifest: Path) -> tuple[list[str], list[Row]]:
+    """The header and the rows; a row with the wrong number of cells is an error (a stray comma shifts labels)."""
+    try:
+        with manifest.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often write a BOM
+            reader = csvlib.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            rows = []
+            for number, cells in enumerate(reader, start=1):
+                if not any(c.strip() for c in cells):
+                    continue  # blank lines are not images
+                if len(cells) != len(header):
+                    raise UserError(f"{manifest}: row {number} (line {reader.line_num}) has {len(cells)} cells for "
+                                    f"the {len(header)} columns of the header; fix the row (quote cells that "
+                                    "contain commas)")
+                rows.append(Row(number, reader.line_num, dict(zip(header, (c.strip() for c in cells), strict=True))))
+    except OSError as err:
+        raise UserError(f"data.manifest='{manifest}' cannot be read ({err}); point it at a CSV file") from err
+    except (csvlib.Error, UnicodeDecodeError) as err:
+        raise UserError(f"{manifest} is not a readable UTF-8 CSV file ({err}); save it as CSV (UTF-8)") from err
+    if not header or not rows:
+        raise UserError(f"{manifest} has no {'header' if not header else 'rows'}; it needs a header line and "
+                        "one row per image")
+    return header, rows
+
+
+def _parse_tasks(tasks: Mapping[str, Any] | None, manifest: Path) -> list[TaskColumns]:
+    """The ``tasks`` config -> task specs with their columns, every mistake named with its fix."""
+    parsed = []
+    for name, declared in (tasks or {}).items():
+        where = f"{manifest}: data.tasks.{name}"
+        if not isinstance(declared, Mapping):
+            raise UserError(f"{where} must be a mapping like {{kind: multiclass, column: <col>, num_outputs: 3}}")
+        unknown = sorted(set(declared) - set(TASK_KEYS))
+        if unknown:
+            raise UserError(f"{where} has unknown key(s) {unknown}; the keys are {', '.join(TASK_KEYS)}")
+        kind = declared.get("kind")
+        if kind not in KINDS:
+            raise UserError(f"{where}.kind={kind!r} is not a task kind; use one of {', '.join(KINDS)}")
+        column = declared.get("column", name)  # the column defaults to the task's name
+        columns = (column,) if isinstance(column, str) else tuple(str(c) for c in column)
+        parsed.append(TaskColumns(_task_spec(str(name), kind, columns, declared.get("num_outputs"), where), columns))
+    return parsed
+
+
+def _task_spec(name: str, kind: str, columns: tuple[str, ...], num_outputs: int | None, where: str) -> TaskSpec:
+    """Check that the columns fit the kind and work out ``num_outputs`` where the columns fix it."""
+    if not columns:
+        raise UserError(f"{where}.column is empty; name the column(s) holding the label")
+    if kind in ("multiclass", "binary") and len(columns) != 1:
+        raise UserError(f"{where}: a {kind} task reads one column, got {list(columns)}; use multilabel or "
+                        "regression for several")
+    if kind == "multiclass" and num_outputs is None:
+        raise UserError(f"{where}.num_outputs is missing: give the number of classes (labels are 0..K-1)")
+    if kind in ("multilabel", "regression") and num_outputs not in (None, len(columns)):
+        raise UserError(f"{where}.num_outputs={num_outputs} does not match its {len(columns)} column(s); "
+                        "drop num_outputs or list one column per output")
+    default = 1 if kind == "binary" else len(columns)
+    return TaskSpec(name, kind, int(num_outputs if num_outputs is not None else default))  # type: ignore[arg-type]
+
+
+def _check_columns(header: list[str], needed: dict[str, str], manifest: Path) -> None:
+    """Every column the config names must be in the header (``needed``: column -> what needs it)."""
+    for column, purpose in needed.items():
+        if column not in header:
+            raise UserError(f"{manifest}: column '{column}' ({purpose}) is not in the header (line 1); "
+                            f"the columns are: {', '.join(header)}. Fix the name in the data config or the CSV")
+
+
+# --- labels --------------------------------------------------------------------------------------------------
+
+
+def _number(cell: str) -> float | None:
+    """A finite number, or None for text, NaN or infinity (which are never valid labels: leave it empty)."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _class_id(cell: str, classes: int) -> tuple[int | None, str]:
+    """A multiclass cell -> (class id, "") or (None, what is wrong). "2.0" is accepted: pandas writes
+    integer columns with gaps as floats."""
+    value = _number(cell)
+    if value is None or not value.is_integer():
+        return None, f"'{cell}' is not an integer class id"
+    if not 0 <= value < classes:
+        return None, f"class id {int(value)} is out of range 0..{classes - 1}"
+    return int(value), ""
+
+
+def _value(kind: str, cell: str) -> tuple[float | None, str]:
+    """A binary / multilabel / regression cell -> (value, "") or (None, what is wrong)."""
+    if kind == "regression":
+        value = _number(cell)
+        return value, "" if value is not None else f"'{cell}' is not a finite number"
+    if cell.lower() in ("true", "false"):
+        return float(cell.lower() == "true"), ""
+    value = _number(cell)
+    return (value, "") if value in (0.0, 1.0) else (None, f"'{cell}' is not 0 or 1")
+
+
+def _label(task: TaskColumns, row: Row, manifest: Path) -> list[float]:
+    """One row's label for one task: its values, or the missing marker when every cell is empty."""
+    cells = [row.cells[c] for c in task.columns]
+    kind, missing = task.spec.kind, [not c for c in cells]
+    if all(missing):
+        return [-1.0] if kind == "multiclass" else [math.nan] * len(cells)
+    if any(missing):
+        empty = [c for c, m in zip(task.columns, missing, strict=True) if m]
+        raise UserError(f"{_at(manifest, row, empty[0])}: task '{task.spec.name}' has empty and filled cells "
+                        f"(empty: {', '.join(empty)}); fill them all or leave them all empty (a label is present "
+                        "or missing as a whole; declare separate tasks for labels that go missing independently)")
+    values = []
+    for column, cell in zip(task.columns, cells, strict=True):
+        if kind == "multiclass":
+            value, problem = _class_id(cell, task.spec.num_outputs)
+            fix = f"use an integer 0..{task.spec.num_outputs - 1} or leave the cell empty for a missing label"
+        else:
+            value, problem = _value(kind, cell)
+            fix = "leave the cell empty for a missing label"
+        if value is None:
+            raise UserError(f"{_at(manifest, row, column)} (task '{task.spec.name}', {kind}): {problem}; {fix}")
+        values.append(float(value))
+    return values
+
+
+def _targets(tasks: list[TaskColumns], rows: list[Row], manifest: Path) -> dict[str, Tensor]:
+    """Target tensors: multiclass long [N], the other kinds float [N, num_outputs]."""
+    targets = {}
+    for task in tasks:
+        values = torch.tensor([_label(task, row, manifest) for row in rows], dtype=torch.float64)
+        values = values.reshape(len(rows), len(task.columns))
+        targets[task.spec.name] = values[:, 0].long() if task.spec.kind == "multiclass" else values.float()
+    return targets
+
+
+# --- images and splits ---------------------------------------------------------------------------------------
+
+
+def _image_paths(rows: list[Row], column: str, base: Path, manifest: Path) -> list[Path]:
+    """Each row's image path; relative ones are resolved from ``base`` (the manifest's folder by default)."""
+    paths = []
+    for row in rows:
+        cell = row.cells[column]
+        if not cell:
+            raise UserError(f"{_at(manifest, row, column)}: the image path is empty; every row needs an image")
+        path = Path(cell).expanduser()
+        paths.append(path if path.is_absolute() else base / path)
+    return paths
+
+
+def _split_names(rows: list[Row], column: str, manifest: Path) -> list[str]:
+    """Each row's split from ``column`` (train, val, test or unlabeled; a few spellings are accepted)."""
+    names = []
+    for row in rows:
+        name = SPLIT_NAMES.get(row.cells[column].lower())
+        if name is None:
+            raise UserError(f"{_at(manifest, row, column)}: split '{row.cells[column]}' is not one of train, val, "
+                            "test, unlabeled; fix the cell (or set data.split_column=null for a deterministic "
+                            "split)")
+        names.append(name)
+    return names
+
+
+def _column_splits(images: Tensor, targets: dict[str, Tensor], names: list[str], n_val: int | None, seed: int,
+                   manifest: Path, column: str) -> tuple[dict[str, ImageSet], Tensor | None]:
+    """The labelled splits named by the split column, and the images of the ``unlabeled`` rows (if any)."""
+    def rows_of(split: str) -> Tensor:
+        return torch.tensor([i for i, n in enumerate(names) if n == split], dtype=torch.long)
+
+    splits = {s: ImageSet(images[rows_of(s)], {k: v[rows_of(s)] for k, v in targets.items()})
+              for s in ("train", "val", "test")}
+    if len(splits["val"]) == 0 and n_val is not None and len(splits["train"]) > 0:
+        train = splits["train"]  # no val rows: hold n_val training rows out instead, as asked
+        splits["train"], splits["val"] = holdout(train.images, train.targets, n_val, seed)
+    for split, part in splits.items():
+        if len(part) == 0:
+            hint = " or set data.n_val=<k> to hold k training rows out" if split == "val" else ""
+            raise UserError(f"{manifest}: split '{split}' is empty (no row has {column}={split}); add rows to "
+                            f"it{hint}, or set data.split_column=null for a deterministic split")
+    unlabeled = rows_of("unlabeled")
+    return splits, (images[unlabeled] if len(unlabeled) else None)
+
+
+def csv(
+    manifest: str,
+    image_column: str = "image",
+    tasks: Mapping[str, Mapping[str, Any]] | None = None,
+    split_column: str | None = "split",
+    n_train: int | None = None,
+    n_val: int | None = None,
+    n_test: int | None = None,
+    root: str | None = None,
+    size: int = 64,
+    seed: int = 0,
+    center_crop: bool = True,
+    num_workers: int = 2,
+    cache_dir: str | None = "auto",
+    channels: int = 3,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Dataset:
+    """The dataset a CSV manifest describes (see the module doc for its format).
+
+    ``split_column``: the column naming each row's split; null splits the rows by ``seed`` into
+    train / val / test with ``n_val`` / ``n_test`` rows (None: 10% each). With a split column, ``n_val``
+    holds training rows out only when no row is in val. ``n_train``: labelled training rows kept (None: all;
+    the ``unlabeled`` split always has every train image plus the rows marked unlabeled).
+    ``root``: the folder relative image paths start from (None: the manifest's folder).
+    """
+    check_pixels("csv", channels, mean, std)
+    path = Path(manifest).expanduser()
+    task_columns = _parse_tasks(tasks, path)
+    header, rows = _read(path)
+    needed = {image_column: "data.image_column"}
+    needed.update({c: f"task '{t.spec.name}'" for t in task_columns for c in t.columns})
+    if split_column is not None:
+        needed[split_column] = "data.split_column; set it to null for a deterministic split"
+    _check_columns(header, needed, path)
+
+    names = _split_names(rows, split_column, path) if split_column is not None else ["train"] * len(rows)
+    labelled = [row for row, name in zip(rows, names, strict=True) if name != "unlabeled"]
+    label_rows = torch.tensor([i for i, name in enumerate(names) if name != "unlabeled"], dtype=torch.long)
+    targets = {k: _full(v, label_rows, len(rows)) for k, v in _targets(task_columns, labelled, path).items()}
+
+    base = Path(root).expanduser() if root else path.parent
+    paths = _image_paths(rows, image_column, base, path)
+    images = load_images("csv", paths, size=size, channels=channels, center_crop=center_crop,
+                         num_workers=num_workers, cache_dir=cache_dir,
+                         where=lambda i: _at(path, rows[i], image_column))
+    if split_column is None:
+        splits, extra = split_pool(ImageSet(images, targets), n_val, n_test, seed), None
+    else:
+        splits, extra = _column_splits(images, targets, names, n_val, seed, path, split_column)
+    return Dataset("csv", [t.spec for t in task_columns], finish_splits(splits, n_train, seed, extra),
+                   tuple(mean), tuple(std))
+
+
+def _full(values: Tensor, rows: Tensor, n: int) -> Tensor:
+    """Targets of the labelled rows spread over all ``n`` rows (unlabeled rows get the missing marker; their
+    targets are dropped with the split anyway)."""
+    fill = -1 if values.dtype == torch.long else math.nan
+    out = torch.full((n, *values.shape[1:]), fill, dtype=values.dtype)
+    out[rows] = values
+    return out

@@ -1,0 +1,255 @@
+"""Image folders in torchvision's ImageFolder layout, plus the file decoding that the csv manifest and
+CelebA builders share: image files -> cached uint8 [N, C, H, W] tensors at the working size.
+
+Layouts (the task ``label`` is multiclass, classes sorted by folder name as ``torchvision.datasets.ImageFolder``):
+
+- ``root/train/<class>/*`` (with optional ``root/val/<class>/*`` and ``root/test/<class>/*``): the folders are
+  the splits; a missing ``val`` or ``test`` folder is held out of ``train`` (``n_val`` / ``n_test`` images).
+- ``root/<class>/*``: one pool, split deterministically by ``seed`` into train / val / test.
+
+Every image is converted to RGB (or L for ``channels=1``), center-cropped to a square (``center_crop=True``, so
+faces and objects keep their aspect ratio; ``False`` squashes instead) and resized to ``size`` x ``size``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from mtlssl.data.cache import cached, default_cache_dir
+from mtlssl.data.image_set import Dataset, ImageSet
+from mtlssl.data.sources import holdout, labels_tensor, resize_uint8, subsample
+from mtlssl.data.tasks import TaskSpec
+from mtlssl.errors import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PIL_MODES = {1: "L", 3: "RGB"}
+DEFAULT_HOLDOUT = 0.1  # share of a pool held out for val (and for test) when no count is given
+DECODE_VERSION = 1  # bump when decoding changes, so stale cache entries are not reused
+SPLIT_FOLDERS = ("train", "val", "test")
+
+Where = Callable[[int], str]  # item index -> where it came from, for error messages ("x.csv row 3, column 'img'")
+
+
+# --- shared by the file-based builders -------------------------------------------------------------------
+
+
+def check_pixels(name: str, channels: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Reject channel counts the decoder cannot produce, and statistics of the wrong length."""
+    if channels not in PIL_MODES:
+        raise UserError(f"data '{name}': data.channels={channels} is not supported; use 3 (RGB) or 1 (grey)")
+    if len(mean) != channels or len(std) != channels:
+        raise UserError(f"data '{name}': data.mean and data.std need {channels} values each (one per channel), "
+                        f"got {list(mean)} and {list(std)}")
+
+
+def resolve_cache(cache_dir: str | Path | None) -> str | Path | None:
+    """``"auto"`` -> the default cache folder; a path or None (no cache) as given."""
+    return default_cache_dir() if cache_dir == "auto" else cache_dir
+
+
+def decode_image(path: str | Path, size: int, mode: str, center_crop: bool) -> Tensor:
+    """One image file -> uint8 [C, size, size]."""
+    with Image.open(path) as img:
+        # JPEG can decode at a reduced scale (never below the requested size): much faster for big photos.
+        img.draft(mode, (size, size))
+        pixels = np.asarray(img.convert(mode))
+    x = torch.from_numpy(pixels.copy())
+    x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
+    if center_crop:
+        h, w = x.shape[-2:]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = x[:, top : top + side, left : left + side]
+    return resize_uint8(x.unsqueeze(0).contiguous(), size)[0]
+
+
+class ImageFiles(TorchDataset):
+    """Decodes one file per item for a DataLoader. A file that cannot be decoded yields a blank image and the
+    error text, so the main process can name the row or folder it came from instead of a worker traceback."""
+
+    def __init__(self, paths: Sequence[str | Path], size: int, channels: int, center_crop: bool) -> None:
+        self.paths, self.size, self.channels, self.center_crop = [str(p) for p in paths], size, channels, center_crop
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, str]:
+        try:
+            return decode_image(self.paths[index], self.size, PIL_MODES[self.channels], self.center_crop), ""
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL's decode errors
+            return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8), f"{type(err).__name__}: {err}"
+
+
+def files_digest(paths: Sequence[Path], where: Where) -> str:
+    """A hash of the file list with each file's size and modification time (a replaced file is re-decoded);
+    a missing file is an error naming where it was listed."""
+    h = hashlib.sha256()
+    for i, path in enumerate(paths):
+        try:
+            stat = path.stat()
+        except OSError as err:
+            raise UserError(f"{where(i)}: image file '{path}' cannot be read ({err}); fix the path or add the "
+                            "file") from err
+        if not path.is_file():
+            raise UserError(f"{where(i)}: '{path}' is not a file; point it at an image file")
+        h.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def decode_files(paths: Sequence[Path], size: int, channels: int, center_crop: bool, num_workers: int,
+                 where: Where, batch_size: int = 64) -> Tensor:
+    """Decode ``paths`` with ``num_workers`` DataLoader workers into uint8 [N, C, size, size]."""
+    if num_workers < 0:
+        raise UserError(f"data.num_workers={num_workers} must be >= 0 (0 decodes in the main process)")
+    if not paths:
+        return torch.zeros((0, channels, size, size), dtype=torch.uint8)
+    loader = DataLoader(ImageFiles(paths, size, channels, center_crop), batch_size=batch_size,
+                        num_workers=num_workers)
+    chunks, start = [], 0
+    for images, errors in loader:
+        for offset, error in enumerate(errors):
+            if error:
+                i = start + offset
+                raise UserError(f"{where(i)}: image file '{paths[i]}' cannot be decoded ({error}); replace it "
+                                "or remove its entry")
+        chunks.append(images)
+        start += images.shape[0]
+    return torch.cat(chunks)
+
+
+def load_images(name: str, paths: Sequence[Path], *, size: int, channels: int, center_crop: bool,
+                num_workers: int, cache_dir: str | Path | None, where: Where) -> Tensor:
+    """Decoded images of ``paths``, cached under the file list's digest and the decoding settings."""
+    if size < 1:
+        raise UserError(f"data.size={size} must be a positive number of pixels")
+    key = {"name": name, "version": DECODE_VERSION, "files": files_digest(paths, where), "n": len(paths),
+           "size": size, "channels": channels, "center_crop": center_crop}
+    log.info("data '%s': %d image files at %dx%d", name, len(paths), size, size)
+    return cached(key, lambda: decode_files(paths, size, channels, center_crop, num_workers, where),
+                  resolve_cache(cache_dir))
+
+
+def holdout_count(n: int | None, pool: int) -> int:
+    """``n`` as given, else ``DEFAULT_HOLDOUT`` of the pool (at least one image when the pool has three)."""
+    if n is not None:
+        return n
+    return max(1 if pool >= 3 else 0, round(DEFAULT_HOLDOUT * pool))
+
+
+def split_pool(pool: ImageSet, n_val: int | None, n_test: int | None, seed: int) -> dict[str, ImageSet]:
+    """A deterministic train / val / test split of one labelled pool (test first, then val, by ``seed``)."""
+    rest, test = holdout(pool.images, pool.targets, holdout_count(n_test, len(pool)), seed)
+    train, val = holdout(rest.images, rest.targets, holdout_count(n_val, len(pool)), seed + 1)
+    return {"train": train, "val": val, "test": test}
+
+
+def finish_splits(splits: dict[str, ImageSet], n_train: int | None, seed: int,
+                  extra_unlabeled: Tensor | None = None) -> dict[str, ImageSet]:
+    """Add the ``unlabeled`` split pretraining reads (all train images, labels dropped, plus any extra
+    unlabelled images) and then cut the labelled train split to ``n_train`` images (the few-label regime)."""
+    train = splits["train"]
+    pool = train.images if extra_unlabeled is None else torch.cat([train.images, extra_unlabeled])
+    if n_train is not None and n_train < 0:
+        raise UserError(f"data.n_train={n_train} must be >= 0 (or null for all)")
+    images, targets = subsample(train.images, train.targets, n_train, seed)
+    return {**splits, "train": ImageSet(images, targets), "unlabeled": ImageSet(pool)}
+
+
+# --- the imagefolder builder ------------------------------------------------------------------------------
+
+
+def _folder_items(folder: Path, class_to_idx: dict[str, int] | None) -> tuple[list[Path], Tensor, dict[str, int]]:
+    """Image paths and class ids under ``folder/<class>/``; classes from the folder unless given (val/test
+    reuse train's classes; a class absent from them is fine, an unknown one is an error)."""
+    given = class_to_idx is not None
+    try:
+        found, found_idx = find_classes(str(folder))
+        if class_to_idx is None:
+            class_to_idx = found_idx
+        unknown = sorted(set(found) - set(class_to_idx))
+        if unknown:
+            raise UserError(f"imagefolder: class folder(s) {unknown} in '{folder}' are not among the training "
+                            f"classes {sorted(class_to_idx)}; rename or remove them")
+        items = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=given)
+    except FileNotFoundError as err:
+        raise UserError(f"imagefolder: {err} (in '{folder}'); expected image files ({', '.join(IMG_EXTENSIONS)}) "
+                        "in one sub-folder per class") from err
+    return [Path(p) for p, _ in items], labels_tensor([c for _, c in items]), class_to_idx
+
+
+def _layout(root: Path) -> dict[str, Path]:
+    """The split folders present: ``train`` (and ``val``/``test``) if ``root/train`` exists, else the pool."""
+    if not root.is_dir():
+        raise UserError(f"imagefolder: data.root='{root}' is not a folder; point it at root/<class>/*.jpg or "
+                        "root/train/<class>/*.jpg")
+    if (root / "train").is_dir():
+        return {s: root / s for s in SPLIT_FOLDERS if (root / s).is_dir()}
+    return {"pool": root}
+
+
+def imagefolder(
+    root: str,
+    size: int = 64,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    center_crop: bool = True,
+    num_workers: int = 2,
+    cache_dir: str | None = "auto",
+    channels: int = 3,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Dataset:
+    """Images in class folders (see the module doc for the layouts) with one multiclass task, ``label``.
+
+    ``n_val`` / ``n_test``: images held out when a split has no folder (None: 10% of the pool each);
+    ``n_train``: labelled training images kept (None: all; the ``unlabeled`` split always has all of them).
+    """
+    check_pixels("imagefolder", channels, mean, std)
+    folder = Path(root).expanduser()
+    class_to_idx: dict[str, int] | None = None
+    loaded: dict[str, ImageSet] = {}
+    for split, path in _layout(folder).items():
+        paths, labels, class_to_idx = _folder_items(path, class_to_idx)
+        images = load_images("imagefolder", paths, size=size, channels=channels, center_crop=center_crop,
+                             num_workers=num_workers, cache_dir=cache_dir,
+                             where=lambda i, s=split: f"imagefolder '{folder}', split '{s}'")
+        loaded[split] = ImageSet(images, {"label": labels})
+    assert class_to_idx is not None
+    if len(class_to_idx) < 2:
+        raise UserError(f"imagefolder: '{folder}' has {len(class_to_idx)} class folder; a classification "
+                        "task needs at least 2")
+    if "pool" in loaded:
+        splits = split_pool(loaded["pool"], n_val, n_test, seed)
+    else:
+        splits = _fill_missing_splits(loaded, n_val, n_test, seed)
+    task = TaskSpec("label", "multiclass", len(class_to_idx))
+    return Dataset("imagefolder", [task], finish_splits(splits, n_train, seed), tuple(mean), tuple(std))
+
+
+def _fill_missing_splits(loaded: dict[str, ImageSet], n_val: int | None, n_test: int | None,
+                         seed: int) -> dict[str, ImageSet]:
+    """Hold a missing ``test`` and then a missing ``val`` folder out of ``train``."""
+    splits = dict(loaded)
+    for split, n, offset in (("test", n_test, 0), ("val", n_val, 1)):
+        if split not in splits:
+            train = splits["train"]
+            rest, held = holdout(train.images, train.targets, holdout_count(n, len(train)), seed + offset)
+            splits.update(train=rest, **{split: held})
+            log.info("imagefolder: no '%s' folder; held %d training images out as %s", split, len(held), split)
+    return {s: splits[s] for s in SPLIT_FOLDERS}

@@ -1,0 +1,143 @@
+"""The imagefolder dataset: both layouts, with tiny real PNG/JPEG files in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra.utils
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+import mtlssl.data.imagefolder as files
+from mtlssl.config import config_dir
+from mtlssl.data.imagefolder import imagefolder
+from mtlssl.errors import UserError
+
+SIZE = 8
+CLASSES = ["cat", "ant", "bee"]  # sorted: ant=0, bee=1, cat=2
+
+
+def write_image(path: Path, level: int, fmt: str = "PNG") -> None:
+    """A solid 10x14 image whose red channel is ``level``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (10, 14), (level, 50, 150)).save(path, fmt)
+
+
+def reds(images: torch.Tensor) -> list[int]:
+    return images[:, 0].float().mean(dim=(1, 2)).round().long().tolist()
+
+
+def class_level(name: str, i: int) -> int:
+    """Red level of image i of class ``name``: the class shows in the tens, the image in the units."""
+    return 40 * sorted(CLASSES).index(name) + 40 + i
+
+
+@pytest.fixture
+def flat(tmp_path: Path) -> Path:
+    """root/<class>/*: 5 images per class, one of them a JPEG, plus a non-image file that is ignored."""
+    root = tmp_path / "flat"
+    for name in CLASSES:
+        for i in range(5):
+            fmt = "JPEG" if i == 4 else "PNG"
+            write_image(root / name / f"{i}.{fmt.lower().replace('jpeg', 'jpg')}", class_level(name, i), fmt)
+    (root / "ant" / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture
+def split_tree(tmp_path: Path) -> Path:
+    """root/train|val|test/<class>/*.png; test lacks the class 'bee'."""
+    root = tmp_path / "tree"
+    for split, n in (("train", 4), ("val", 2), ("test", 1)):
+        for name in CLASSES:
+            if split == "test" and name == "bee":
+                continue
+            for i in range(n):
+                write_image(root / split / name / f"{i}.png", class_level(name, i))
+    return root
+
+
+def build(root: Path, **kwargs: object):
+    return imagefolder(str(root), **{"size": SIZE, "cache_dir": None, "num_workers": 0, **kwargs})  # type: ignore[arg-type]
+
+
+def test_split_folders_are_the_splits(split_tree: Path) -> None:
+    data = build(split_tree)
+    assert [(t.name, t.kind, t.num_outputs) for t in data.tasks] == [("label", "multiclass", 3)]
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 12, "val": 6, "test": 2, "unlabeled": 12}
+    train = data.splits["train"]
+    assert train.images.shape == (12, 3, SIZE, SIZE) and train.images.dtype == torch.uint8
+    assert train.targets["label"].tolist() == [0] * 4 + [1] * 4 + [2] * 4  # classes sorted by name
+    assert reds(train.images) == [class_level(c, i) for c in sorted(CLASSES) for i in range(4)]
+    assert data.splits["test"].targets["label"].tolist() == [0, 2]  # a class absent from test keeps its id
+    assert data.splits["unlabeled"].targets == {}
+
+
+def test_missing_val_and_test_folders_are_held_out_of_train(split_tree: Path) -> None:
+    for split in ("val", "test"):
+        for path in sorted((split_tree / split).rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        (split_tree / split).rmdir()
+    data = build(split_tree, n_val=2, n_test=3)
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 7, "val": 2, "test": 3, "unlabeled": 7}
+    all_levels = sorted(sum((reds(data.splits[s].images) for s in ("train", "val", "test")), []))
+    assert all_levels == sorted(class_level(c, i) for c in CLASSES for i in range(4))
+
+
+def test_flat_layout_is_split_deterministically(flat: Path) -> None:
+    a, b, c = build(flat, n_val=3, n_test=2), build(flat, n_val=3, n_test=2), build(flat, n_val=3, n_test=2, seed=4)
+    assert {k: len(v) for k, v in a.splits.items()} == {"train": 10, "val": 3, "test": 2, "unlabeled": 10}
+    for split in ("train", "val", "test"):
+        assert torch.equal(a.splits[split].images, b.splits[split].images)
+        assert torch.equal(a.splits[split].targets["label"], b.splits[split].targets["label"])
+    assert any(not torch.equal(a.splits[s].targets["label"], c.splits[s].targets["label"]) for s in ("val", "test"))
+    # labels follow the pixels: the red level's tens give the class
+    for split in a.splits.values():
+        if split.targets:
+            assert [(r - 40) // 40 for r in reds(split.images)] == split.targets["label"].tolist()
+    default = build(flat)  # 10% of 15 each
+    assert (len(default.splits["val"]), len(default.splits["test"])) == (2, 2)
+
+
+def test_n_train_keeps_the_unlabeled_pool(split_tree: Path) -> None:
+    data = build(split_tree, n_train=5)
+    assert len(data.splits["train"]) == 5 and len(data.splits["unlabeled"]) == 12
+
+
+def test_cache_round_trip_and_workers(flat: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    first = build(flat, cache_dir=str(cache), num_workers=2)
+    assert len(list(cache.glob("imagefolder-*.pt"))) == 1
+    monkeypatch.setattr(files, "decode_files", lambda *a, **k: pytest.fail("decoded instead of using the cache"))
+    second = build(flat, cache_dir=str(cache))
+    assert all(torch.equal(first.splits[s].images, second.splits[s].images) for s in first.splits)
+
+
+def test_bad_folders(tmp_path: Path, flat: Path, split_tree: Path) -> None:
+    with pytest.raises(UserError, match="is not a folder"):
+        build(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="one sub-folder per class"):
+        build(tmp_path / "empty")
+    write_image(split_tree / "val" / "dog" / "0.png", 1)
+    with pytest.raises(UserError, match=r"class folder\(s\) \['dog'\].*not among the training classes"):
+        build(split_tree)
+    (flat / "bee" / "1.png").write_bytes(b"broken")
+    with pytest.raises(UserError, match="1.png' cannot be decoded"):
+        build(flat)
+    with pytest.raises(UserError, match="data.channels=2"):
+        build(flat, channels=2)
+
+
+def test_greyscale(flat: Path) -> None:
+    data = build(flat, channels=1, mean=[0.5], std=[0.25])
+    assert data.splits["train"].images.shape[1] == 1 and data.mean == (0.5,)
+
+
+def test_conf_instantiates(flat: Path) -> None:
+    cfg = OmegaConf.load(config_dir() / "data" / "imagefolder.yaml")
+    data = hydra.utils.instantiate(cfg, root=str(flat), size=SIZE, cache_dir=None)
+    assert data.name == "imagefolder" and [t.name for t in data.tasks] == ["label"]
+    assert data.mean == (0.485, 0.456, 0.406) and len(data.splits["test"]) == 2
