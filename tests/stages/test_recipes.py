@@ -3,8 +3,6 @@ real on-disk format (the writers of tests/data/), shrunk to one short epoch."""
 
 from pathlib import Path
 
-import pytest
-
 from mtlssl.config import config_dir
 from mtlssl.stages import pipeline, pretrain, train_mtl
 from tests.conftest import TINY_DATA, TINY_ENCODER, compose_config
