@@ -22,6 +22,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mtlssl"
 
 
+def resolve_cache(cache_dir: str | Path | None) -> str | Path | None:
+    """``"auto"`` -> the default cache folder; a path or None (no cache) as given."""
+    return default_cache_dir() if cache_dir == "auto" else cache_dir
+
+
 def cached(key: dict[str, Any], build: Callable[[], Any], cache_dir: str | Path | None) -> Any:
     """``build()``'s result, stored under a hash of ``key``; ``cache_dir=None`` turns caching off.
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torchvision import datasets
 
-from mtlssl.data.cache import cached, default_cache_dir
+from mtlssl.data.cache import cached, resolve_cache
 from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.data.sources import (
     data_root,
@@ -43,10 +43,6 @@ Split = tuple[Tensor, dict[str, Tensor]]
 
 # --- shared by the torchvision-backed datasets (CIFAR, SVHN, STL-10) ---------------------------------------
 
-
-def resolve_cache(cache_dir: str | None) -> str | Path | None:
-    """``"auto"`` -> the default cache folder; a path or None (no cache) as given."""
-    return default_cache_dir() if cache_dir == "auto" else cache_dir
 
 
 def check_args(name: str, channels: int, size: int | None, counts: dict[str, int | None]) -> None:

