@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,19 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mtlssl.errors import UserError
 
 ALLOWED_TARGETS = ("mtlssl.", "torch.", "torchvision.")
+MAX_DIRNAME = 120  # longer override lists are shortened with a hash: file names stop at 255 bytes
+
+
+def sweep_subdir(overrides: str, seed: Any) -> str:
+    """A sweep job's directory, ``<overrides without seed>/seed=<n>``: readable, grouped by setting, and
+    unique per job. No overrides -> ``default``; a very long override list keeps its start plus a hash."""
+    name = overrides.replace("/", "_") or "default"
+    if len(name) > MAX_DIRNAME:
+        name = f"{name[:MAX_DIRNAME - 11]}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+    return f"{name}/seed={seed}"
+
+
+OmegaConf.register_new_resolver("mtlssl_sweep_subdir", sweep_subdir, replace=True)
 
 
 def config_dir() -> Path:

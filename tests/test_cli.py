@@ -40,13 +40,17 @@ def test_stage_help_and_cfg_job_work_from_any_directory(tmp_path: Path) -> None:
     assert out.returncode == 0 and "Uncertainty" in out.stdout
 
 
-def test_multirun_sweep_runs_two_jobs(tmp_path: Path) -> None:
+def test_multirun_sweep_runs_two_jobs_in_readable_directories(tmp_path: Path) -> None:
     out = run_cli("mtlssl", "train-mtl", "-m", "weighting=equal,uncertainty", *TINY, *TINY_TRAIN,
                   "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    results = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    results = sorted((tmp_path / "sweep").glob("*/seed=0/metrics.json"))
     assert len(results) == 2
     assert all("test/shape/accuracy" in json.loads(p.read_text()) for p in results)
+    # <overrides without seed>/seed=<n>: the same setting at other seeds lands beside it; this long override
+    # list is cut to MAX_DIRNAME characters with a hash that keeps the two settings apart.
+    names = {p.parent.parent.name for p in results}
+    assert len(names) == 2 and all(n.startswith("data.cache_dir=null,") and len(n) <= 120 for n in names)
     methods = {(p.parent / ".hydra/overrides.yaml").read_text().split("weighting=")[1].split()[0] for p in results}
     assert methods == {"equal", "uncertainty"}
 

@@ -126,3 +126,14 @@ def test_untrusted_targets_are_refused() -> None:
 def test_tiny_configs_compose_for_every_stage() -> None:
     for name in ("pretrain", "train_mtl", "pipeline"):
         assert tiny(name).data.n_train == 64
+
+
+def test_sweep_subdirectories_are_readable_unique_and_short() -> None:
+    from mtlssl.config import MAX_DIRNAME, sweep_subdir
+
+    assert sweep_subdir("weighting=pcgrad,tasks=[a]", 2) == "weighting=pcgrad,tasks=[a]/seed=2"
+    assert sweep_subdir("", 0) == "default/seed=0"  # never an absolute "/seed=0"
+    assert sweep_subdir("encoder.init=/runs/x", 0) == "encoder.init=_runs_x/seed=0"
+    long_a, long_b = "x" * 300 + "a", "x" * 300 + "b"
+    assert len(sweep_subdir(long_a, 0).split("/")[0]) == MAX_DIRNAME
+    assert sweep_subdir(long_a, 0) != sweep_subdir(long_b, 0)

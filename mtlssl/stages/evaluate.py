@@ -69,11 +69,12 @@ def score_mtl(ckpt: dict, data: Dataset, split: str, batch_size: int, rt: Runtim
 
 def expand_runs(paths: list[str]) -> list[Path]:
     """Run directories and checkpoints as given; a sweep directory (no checkpoints/ of its own) stands for
-    its job directories that hold one (``mtlssl train-mtl -m tasks=[a],[b]`` makes such a sweep)."""
+    every job directory below it that holds one (``mtlssl train-mtl -m 'tasks=[a],[b]'`` makes such a
+    sweep: ``<sweep>/<overrides>/seed=<n>/``)."""
     runs: list[Path] = []
     for given in paths:
         path = Path(given).expanduser()
-        jobs = sorted(p for p in path.iterdir() if (p / "checkpoints").is_dir()) if path.is_dir() else []
+        jobs = sorted(c.parent for c in path.rglob("checkpoints") if c.is_dir()) if path.is_dir() else []
         runs.extend(jobs if path.is_dir() and not (path / "checkpoints").is_dir() and jobs else [path])
     return runs
 

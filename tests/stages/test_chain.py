@@ -119,9 +119,10 @@ def test_eval_against_single_task_baselines_reports_delta_m_and_delta_p(tmp_path
     from mtlssl.metrics.mtl_summary import delta_m, delta_p
 
     single = {}
-    for task in ("shape", "position"):  # as a sweep would lay them out: <sweep>/<job>
-        train_mtl.run(tiny("train_mtl", f"tasks=[{task}]"), tmp_path / "single" / task)
-        single.update({k: v for k, v in read_metrics(tmp_path / "single" / task).items() if k.startswith("test/")})
+    for task in ("shape", "position"):  # as a sweep lays them out: <sweep>/<overrides>/seed=<n>
+        job = tmp_path / "single" / f"tasks=[{task}]" / "seed=0"
+        train_mtl.run(tiny("train_mtl", f"tasks=[{task}]"), job)
+        single.update({k: v for k, v in read_metrics(job).items() if k.startswith("test/")})
     train_mtl.run(tiny("train_mtl", "tasks=[shape,position]"), tmp_path / "mtl")
     scored = evaluate.run(tiny("eval", f"ckpt={tmp_path / 'mtl'}", f"baselines=[{tmp_path / 'single'}]"),
                           tmp_path / "eval")
