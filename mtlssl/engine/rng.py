@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
 import torch
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed every generator; ``deterministic`` also makes torch pick deterministic kernels (slower on GPUs,
+    where some atomics-based kernels are otherwise non-deterministic) and fail loudly where none exists."""
     random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for reproducible GEMMs
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def generator(seed: int, *streams: int, device: torch.device | str = "cpu") -> torch.Generator:

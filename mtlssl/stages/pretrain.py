@@ -64,7 +64,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     out = RunDir(run_dir)
     resume = out.resume_state(cfg.resume, "pretrain")
     out.prepare(cfg)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
 
     data = build_data(cfg.data)
     pool = data.split(cfg.pretrain_split)

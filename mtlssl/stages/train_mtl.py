@@ -114,7 +114,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if mode not in ENCODER_MODES:
         raise UserError(f"encoder.mode={mode} is not one of {', '.join(ENCODER_MODES)}")
     out.prepare(cfg)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
 
     data = build_data(cfg.data)
     tasks = data.select(cfg.tasks)

@@ -140,3 +140,15 @@ def test_zero_pretrain_epochs_save_the_initial_encoder_for_a_random_init_baselin
     assert ckpt["epoch"] == 0
     probed = evaluate.run(tiny("eval", f"ckpt={tmp_path / 'random'}"), tmp_path / "eval")
     assert 0.0 <= probed["test/shape/linear_probe"] <= 1.0
+
+
+def test_deterministic_flag_turns_on_deterministic_algorithms_and_reruns_match(tmp_path: Path) -> None:
+    try:
+        first = train_mtl.run(tiny("train_mtl", "trainer.deterministic=true"), tmp_path / "a")
+        assert torch.are_deterministic_algorithms_enabled()
+        second = train_mtl.run(tiny("train_mtl", "trainer.deterministic=true"), tmp_path / "b")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert first == second
+    train_mtl.run(tiny("train_mtl"), tmp_path / "c")
+    assert not torch.are_deterministic_algorithms_enabled()  # each run sets it from its own config
