@@ -17,9 +17,11 @@ STAGES = {
 }
 
 USAGE = """usage: mtlssl <stage> [hydra overrides]     (mtlssl <stage> --help for a stage's options)
+       mtlssl summarize <dir> [<dir> ...] [--out DIR] [--split test]
 
 stages:
 {stages}
+  summarize  mean ± std over seeds of the runs in sweep directories, delta_m/delta_p, average ranks
 
 examples:
   mtlssl pipeline
@@ -27,6 +29,7 @@ examples:
   mtlssl train-mtl encoder.init=outputs/pretrain/<date>/<time> weighting=uncertainty
   mtlssl train-mtl -m weighting=equal,uncertainty seed=0,1,2
   mtlssl eval ckpt=outputs/train_mtl/<date>/<time>
+  mtlssl summarize outputs/train_mtl/sweeps/<name>
 """
 
 
@@ -40,6 +43,10 @@ def main() -> None:
         print(usage())
         sys.exit(0 if args else 2)
     stage, rest = args[0], args[1:]
+    if stage == "summarize":  # not a Hydra app: plain argparse over finished run directories
+        from mtlssl.reporting.summarize import main as summarize_main
+
+        sys.exit(summarize_main(rest))
     if stage not in STAGES:
         print(f"mtlssl: unknown stage '{stage}'\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
