@@ -174,14 +174,25 @@ def stat(values: list[float]) -> Stat:
     return Stat(statistics.fmean(values), std, len(values))
 
 
+def shared_overrides(runs: list[Run]) -> tuple[str, ...]:
+    """The overrides every group has (the sweep's fixed settings), when there are several groups."""
+    settings = {run.overrides for run in runs}
+    if len(settings) < 2:
+        return ()
+    common = set.intersection(*(set(s) for s in settings))
+    return tuple(o for o in sorted(common))
+
+
 def make_groups(runs: list[Run]) -> list[Group]:
-    """Runs grouped by their overrides, each group with its per-metric statistics; sorted by label."""
+    """Runs grouped by their overrides, each group with its per-metric statistics; sorted by label. A label
+    shows only what tells the groups apart: overrides shared by every group are left out of it."""
     by_overrides: dict[tuple[str, ...], list[Run]] = {}
     for run in runs:
         by_overrides.setdefault(run.overrides, []).append(run)
+    shared = set(shared_overrides(runs))
     groups = []
     for overrides, members in sorted(by_overrides.items()):
-        group = Group(",".join(overrides) or "(defaults)", overrides, members)
+        group = Group(",".join(o for o in overrides if o not in shared) or "(defaults)", overrides, members)
         keys = sorted({k for r in members for k in r.metrics})
         group.stats = {k: stat([r.metrics[k] for r in members if k in r.metrics]) for k in keys}
         group.baseline_task = _baseline_task(group)
@@ -375,6 +386,8 @@ def summarize(dirs: list[Path], out: Path | None = None, split: str = "test") ->
     failed = [r for r in loaded if isinstance(r, Failed)]
     groups = make_groups(runs)
     summary = Summary(split, groups, failed, sorted({k for g in groups for k in g.stats}))
+    if shared_overrides(runs):
+        summary.notes.append(f"shared by every group: {','.join(shared_overrides(runs))}")
     add_deltas(groups, summary.notes)
     add_ranks(groups)
     _report(summary, Path(out) if out is not None else dirs[0])
