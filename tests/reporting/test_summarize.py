@@ -194,7 +194,7 @@ def test_labels_show_only_what_tells_groups_apart(tmp_path: Path) -> None:
     for method in ("equal", "pcgrad"):
         for seed in (0, 1):
             make_run(tmp_path / method / str(seed), ["data.size=16", f"weighting={method}", f"seed={seed}"],
-                     {"test/shape/accuracy": 0.5 + seed / 10})
+                     {"shape/accuracy": 0.5 + seed / 10})
     summary = summ.summarize([tmp_path])
     assert [g.label for g in summary.groups] == ["weighting=equal", "weighting=pcgrad"]
     assert "shared by every group: data.size=16" in summary.notes
