@@ -80,3 +80,14 @@ def own_outputs(run_dir: Path) -> list[tuple[Path, int]]:
     """mtlssl's files in a run directory (Hydra rewrites its own .hydra/ bookkeeping at every launch)."""
     return sorted((p, p.stat().st_mtime_ns) for p in run_dir.rglob("*")
                   if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log")
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
+    out = run_cli("mtlssl", "train-mtl", "-m", "trainer.monitor=val/nope,val/loss", *TINY, *TINY_TRAIN,
+                  "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert out.returncode != 0  # the sweep reports its failed job...
+    finished = list((tmp_path / "sweep").glob("*/seed=0/metrics.json"))
+    assert len(finished) == 1  # ...after running the others: the good job comes after the failing one
+    assert "trainer.monitor=val/loss" in (finished[0].parent / ".hydra/overrides.yaml").read_text()
+    logs = " ".join(p.read_text() for p in (tmp_path / "sweep").glob("*/seed=0/train_mtl.log"))
+    assert "trainer.monitor=val/nope is not a validation metric" in logs
