@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from mtlssl.reporting.files import atomic_open
+
 log = logging.getLogger(__name__)
 
 
@@ -43,10 +45,8 @@ def cached(key: dict[str, Any], build: Callable[[], Any], cache_dir: str | Path 
             log.warning("rebuilding unreadable cache file %s (%s)", path, err)
     value = build()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(value, tmp)
-        os.replace(tmp, path)
+        with atomic_open(path) as f:
+            torch.save(value, f)
     except OSError as err:  # a read-only cache is slower, not wrong
         log.warning("could not write cache file %s (%s)", path, err)
     return value

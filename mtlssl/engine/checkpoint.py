@@ -8,13 +8,13 @@ grad scaler, RNG states).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mtlssl.errors import UserError
+from mtlssl.reporting.files import atomic_open
 
 FORMAT_VERSION = 1
 KINDS = ("pretrain", "mtl")
@@ -23,17 +23,8 @@ KINDS = ("pretrain", "mtl")
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
     """Write to a temporary file, fsync, then rename: a reader never sees a half-written file and the
     previous checkpoint stays valid until the new one is complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path) as f:
+        torch.save({"format_version": FORMAT_VERSION, **payload}, f)
 
 
 def resolve_checkpoint(path: str | Path, what: str) -> Path:

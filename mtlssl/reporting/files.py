@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from omegaconf import DictConfig, OmegaConf
 
 
-def write_atomic(path: str | Path, text: str) -> None:
+@contextlib.contextmanager
+def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` only once it is complete: written to a temporary file beside it,
+    fsynced, then renamed. A reader never sees a half-written file, and on any failure the old one stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, content: str | bytes) -> None:
+    with atomic_open(path) as f:
+        f.write(content.encode() if isinstance(content, str) else content)
 
 
 def _json_safe(value: Any) -> Any:

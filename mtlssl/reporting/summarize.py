@@ -23,7 +23,6 @@ import csv
 import io
 import json
 import math
-import os
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -352,21 +351,8 @@ def write_plot(summary: Summary, path: Path) -> bool:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    _write_bytes_atomic(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
     return True
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """write_atomic for bytes (it writes text only): a temporary file beside the target, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ---- entry points ------------------------------------------------------------------------------------------
@@ -386,8 +372,9 @@ def summarize(dirs: list[Path], out: Path | None = None, split: str = "test") ->
     failed = [r for r in loaded if isinstance(r, Failed)]
     groups = make_groups(runs)
     summary = Summary(split, groups, failed, sorted({k for g in groups for k in g.stats}))
-    if shared_overrides(runs):
-        summary.notes.append(f"shared by every group: {','.join(shared_overrides(runs))}")
+    shared = shared_overrides(runs)
+    if shared:
+        summary.notes.append(f"shared by every group: {','.join(shared)}")
     add_deltas(groups, summary.notes)
     add_ranks(groups)
     _report(summary, Path(out) if out is not None else dirs[0])

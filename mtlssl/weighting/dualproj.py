@@ -12,26 +12,14 @@ One task: d = g. Unlike UPGrad, which projects each g_i separately, one projecti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import Tensor
 
 from mtlssl.weighting import solvers
-from mtlssl.weighting.base import GradientWeighting
-from mtlssl.weighting.upgrad import check_dual_cone_args, regularized_gramian
+from mtlssl.weighting.upgrad import DualConeWeighting
 
 
-class DualProj(GradientWeighting):
-    def __init__(
-        self, num_tasks: int, pref_vector: Sequence[float] | None = None, norm_eps: float = 1e-4, reg_eps: float = 1e-4
-    ) -> None:
-        super().__init__(num_tasks)
-        self.pref = check_dual_cone_args(num_tasks, pref_vector, norm_eps, reg_eps)
-        self.norm_eps = float(norm_eps)
-        self.reg_eps = float(reg_eps)
-
+class DualProj(DualConeWeighting):
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Tensor:
-        self._check_tasks(jacobian.shape[0])
-        weights = solvers.project_onto_dual_cone(regularized_gramian(jacobian, self.norm_eps, self.reg_eps), self.pref)
+        weights = solvers.project_onto_dual_cone(self.gramian(jacobian), self.pref)
         direction, self.last_weights = solvers.combine(weights, jacobian)
         return direction

@@ -51,7 +51,9 @@ def regularized_gramian(jacobian: Tensor, norm_eps: float, reg_eps: float) -> np
     return gram + reg_eps * np.eye(len(gram))
 
 
-class UPGrad(GradientWeighting):
+class DualConeWeighting(GradientWeighting):
+    """What UPGrad and DualProj share: torchjd's preference vector, normalisation and regularisation."""
+
     def __init__(
         self, num_tasks: int, pref_vector: Sequence[float] | None = None, norm_eps: float = 1e-4, reg_eps: float = 1e-4
     ) -> None:
@@ -60,9 +62,14 @@ class UPGrad(GradientWeighting):
         self.norm_eps = float(norm_eps)
         self.reg_eps = float(reg_eps)
 
-    def aggregate(self, jacobian: Tensor, losses: Tensor) -> Tensor:
+    def gramian(self, jacobian: Tensor) -> np.ndarray:
         self._check_tasks(jacobian.shape[0])
-        gram = regularized_gramian(jacobian, self.norm_eps, self.reg_eps)
+        return regularized_gramian(jacobian, self.norm_eps, self.reg_eps)
+
+
+class UPGrad(DualConeWeighting):
+    def aggregate(self, jacobian: Tensor, losses: Tensor) -> Tensor:
+        gram = self.gramian(jacobian)
         # One projection per task, of p_i g_i (rows of diag(p)), sharing one factorisation of G.
         weights = solvers.project_onto_dual_cone(gram, np.diag(self.pref)).sum(axis=0)
         direction, self.last_weights = solvers.combine(weights, jacobian)
