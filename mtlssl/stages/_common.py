@@ -1,11 +1,13 @@
-"""What every stage's thin ``main`` shares: Hydra's output directory, the error boundary, the final report."""
+"""What every stage's thin ``main`` shares: Hydra's output directory, the error boundary, the final report,
+and the objective a sweeper (e.g. Optuna) optimises."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -20,14 +22,44 @@ log = logging.getLogger("mtlssl")
 StageRun = Callable[[DictConfig, Path], dict[str, float]]
 
 
-def run_stage(run: StageRun, cfg: DictConfig) -> dict[str, float]:
-    """Call a stage's ``run`` in Hydra's output directory. A ``UserError`` ends the process with one
-    clear message and exit status 2 (``HYDRA_FULL_ERROR=1`` shows the traceback instead); in a sweep it
-    fails only its own job, and the sweep goes on."""
+def check_objective(objective: str | None) -> None:
+    """Refuse, before any training, an objective that would tune on the test split."""
+    if objective is not None and "test" in str(objective).split("/"):
+        raise UserError(f"objective={objective} is a test metric: tune on a validation metric (e.g. "
+                        f"{str(objective).replace('test/', 'val/', 1)}) and keep the test split for the final report")
+
+
+def objective_value(metrics: Mapping[str, float], objective: str | None) -> float | None:
+    """``metrics[objective]`` as a float for a sweeper, or None when no objective is configured. A NaN (a
+    diverged run) is an error, so that a sweeper records the job as failed (hydra-optuna-sweeper 1.3 with
+    optuna 2.x crashes the whole search on a returned NaN; a failed job counts against max_failure_rate)."""
+    if objective is None:
+        return None
+    if objective not in metrics:
+        names = ", ".join(sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))) or "none"
+        raise UserError(f"objective={objective} is not a metric this stage returns; it returns: {names}")
+    value = metrics[objective]
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"objective={objective} is {value!r}, not a number")
+    value = float(value)
+    if math.isnan(value):
+        raise UserError(f"objective {objective} is NaN: the run diverged (try a lower optim.lr, or "
+                        "trainer.grad_clip); a sweeper records this job as failed")
+    return value
+
+
+def run_stage(run: StageRun, cfg: DictConfig) -> float | None:
+    """Call a stage's ``run`` in Hydra's output directory and return ``metrics[cfg.objective]`` (None when
+    ``objective`` is null), the value a sweeper such as Optuna optimises. A ``UserError`` ends the process
+    with one clear message and exit status 2 (``HYDRA_FULL_ERROR=1`` shows the traceback instead); in a
+    sweep it fails only its own job, and the sweep goes on."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    objective = cfg.get("objective")
     try:
+        check_objective(objective)
         metrics = run(cfg, run_dir)
+        value = objective_value(metrics, objective)
     except UserError as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -36,4 +68,6 @@ def run_stage(run: StageRun, cfg: DictConfig) -> dict[str, float]:
             raise  # an exception, not an exit: Hydra records this job as failed and runs the rest of the sweep
         sys.exit(2)
     console.print(f"run directory: [bold]{run_dir}[/]", highlight=False)
-    return metrics
+    if objective is not None:
+        log.info("objective %s = %.6g", objective, value)
+    return value

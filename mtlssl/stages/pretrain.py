@@ -152,8 +152,8 @@ def describe(record: dict[str, float]) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="pretrain")
-def main(cfg: DictConfig) -> None:
-    run_stage(run, cfg)
+def main(cfg: DictConfig) -> float | None:
+    return run_stage(run, cfg)  # the objective, for a sweeper (objective=<metric>)
 
 
 if __name__ == "__main__":

@@ -242,8 +242,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train_mtl")
-def main(cfg: DictConfig) -> None:
-    run_stage(run, cfg)
+def main(cfg: DictConfig) -> float | None:
+    return run_stage(run, cfg)  # the objective, for a sweeper (objective=<metric>)
 
 
 if __name__ == "__main__":
