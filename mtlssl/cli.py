@@ -7,6 +7,7 @@ dispatches. The per-stage scripts (mtlssl-pretrain, ...) do the same and keep Hy
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 STAGES = {
@@ -18,10 +19,12 @@ STAGES = {
 
 USAGE = """usage: mtlssl <stage> [hydra overrides]     (mtlssl <stage> --help for a stage's options)
        mtlssl summarize <dir> [<dir> ...] [--out DIR] [--split test]
+       mtlssl reproduce <run_dir> [--out DIR]
 
 stages:
 {stages}
   summarize  mean ± std over seeds of the runs in sweep directories, delta_m/delta_p, average ranks
+  reproduce  rerun a run from its recorded overrides (and configs at its commit); compare the metrics
 
 examples:
   mtlssl pipeline
@@ -30,7 +33,29 @@ examples:
   mtlssl train-mtl -m weighting=equal,uncertainty seed=0,1,2
   mtlssl eval ckpt=outputs/train_mtl/<date>/<time>
   mtlssl summarize outputs/train_mtl/sweeps/<name>
+  mtlssl reproduce outputs/train_mtl/<date>/<time>
 """
+
+
+# The Hydra plugin each preset group needs, and the extra that installs it.
+PLUGINS = {
+    "launcher": ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher", "launchers"),
+    "hparams_search": ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
+}
+
+
+def missing_plugin(overrides: list[str]) -> str | None:
+    """A message when an override picks a launcher or search preset whose Hydra plugin is not installed
+    (Hydra itself would only say it "could not find" the config)."""
+    for override in overrides:
+        group, _, choice = override.partition("=")
+        if group.lstrip("+") not in PLUGINS or choice in ("", "null"):
+            continue
+        *modules, extra = PLUGINS[group.lstrip("+")]
+        module = {"joblib": modules[0]}.get(choice, modules[-1])
+        if importlib.util.find_spec(module) is None:
+            return f"{override} needs a Hydra plugin that is not installed: pip install \"mtlssl[{extra}]\""
+    return None
 
 
 def usage() -> str:
@@ -47,8 +72,16 @@ def main() -> None:
         from mtlssl.reporting.summarize import main as summarize_main
 
         sys.exit(summarize_main(rest))
+    if stage == "reproduce":  # not a Hydra app either: it launches one as a subprocess
+        from mtlssl.reproduce import main as reproduce_main
+
+        sys.exit(reproduce_main(rest))
     if stage not in STAGES:
         print(f"mtlssl: unknown stage '{stage}'\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    problem = missing_plugin(rest)
+    if problem:
+        print(f"mtlssl {stage}: error: {problem}", file=sys.stderr)
         sys.exit(2)
     sys.argv = [f"mtlssl-{stage}", *rest]
     importlib.import_module(STAGES[stage][0]).main()

@@ -1,5 +1,6 @@
 """The command line as users run it: subprocesses of the installed console scripts."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -91,3 +92,14 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert "trainer.monitor=val/loss" in (finished[0].parent / ".hydra/overrides.yaml").read_text()
     logs = " ".join(p.read_text() for p in (tmp_path / "sweep").glob("*/seed=0/train_mtl.log"))
     assert "trainer.monitor=val/nope is not a validation metric" in logs
+
+
+def test_a_preset_without_its_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtlssl import cli
+
+    assert cli.missing_plugin(["launcher=joblib", "hparams_search=train_mtl_optuna", "launcher=null"]) is None
+    installed = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: None if name.endswith("submitit_launcher") else installed(name))
+    assert cli.missing_plugin(["launcher=joblib"]) is None
+    assert 'pip install "mtlssl[launchers]"' in cli.missing_plugin(["seed=1", "+launcher=slurm"])

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from mtlssl.engine.checkpoint import load_checkpoint
 from mtlssl.errors import UserError
+from mtlssl.reporting import provenance
 from mtlssl.reporting.files import write_resolved_config
 
 
@@ -27,6 +28,7 @@ class RunDir:
             raise UserError(f"cannot create the run directory '{self.path}' ({err.strerror}); "
                             "choose a writable one with hydra.run.dir=<dir>") from err
         write_resolved_config(self.path, cfg)
+        provenance.record(self.path)
 
     def resume_state(self, resume: str | bool, kind: str) -> dict[str, Any] | None:
         """The ``last.pt`` to continue from, per ``resume``: auto (if present), true (must be), false (never)."""

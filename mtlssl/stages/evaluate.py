@@ -28,6 +28,7 @@ from mtlssl.errors import UserError
 from mtlssl.metrics import knn_accuracy, linear_probe_accuracy
 from mtlssl.metrics.mtl_summary import delta_m, delta_p
 from mtlssl.model import MultiTaskModel
+from mtlssl.reporting import provenance
 from mtlssl.reporting.console import console, metrics_table
 from mtlssl.reporting.files import write_metrics, write_resolved_config
 from mtlssl.stages._common import run_stage
@@ -99,6 +100,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     data = build_data(cfg.data if cfg.get("data") else trained.data)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     write_resolved_config(run_dir, cfg)
+    provenance.record(run_dir)
 
     log.info("scoring %s checkpoint %s (epoch %s) on split '%s' of '%s'", ckpt["kind"], ckpt["path"],
              ckpt.get("epoch"), cfg.split, data.name)
@@ -124,8 +126,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
-def main(cfg: DictConfig) -> None:
-    run_stage(run, cfg)
+def main(cfg: DictConfig) -> float | None:
+    return run_stage(run, cfg)  # the objective, for a sweeper (objective=<metric>)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from mtlssl.config import config_dir, to_plain
 from mtlssl.data.tasks import HIGHER_IS_BETTER
+from mtlssl.reporting import provenance
 from mtlssl.reporting.console import console, fmt
 from mtlssl.reporting.files import write_metrics, write_resolved_config
 from mtlssl.reporting.log_file import log_file
@@ -61,6 +62,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_resolved_config(run_dir, cfg)
+    provenance.record(run_dir)
 
     def stage(module: ModuleType, name: str, sub_dir: str, **updates: object) -> dict[str, float]:
         with log_file(run_dir / sub_dir / f"{name}.log"):
@@ -92,8 +94,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="pipeline")
-def main(cfg: DictConfig) -> None:
-    run_stage(run, cfg)
+def main(cfg: DictConfig) -> float | None:
+    return run_stage(run, cfg)  # the objective, for a sweeper (objective=<metric>)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""``provenance.json``: what made a run directory — mtlssl's git commit and dirtiness, library versions, the
+command line, the working directory, the host and the start time. ``mtlssl reproduce`` reads it back.
+
+The first launch in a directory is the record; a relaunch (``resume``) keeps it and appends itself to
+``relaunches``, so a run continued under other code says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mtlssl
+from mtlssl.reporting.files import write_atomic
+
+log = logging.getLogger(__name__)
+
+FILENAME = "provenance.json"
+GIT_TIMEOUT_S = 5.0  # a hung git (network filesystem, lock) must not hold up a run
+# The keys of a relaunch entry: what can change between the launches of one run directory.
+RELAUNCH_KEYS = ("started", "commit", "dirty", "argv", "cwd", "hostname")
+
+
+def source_dir() -> Path:
+    """The directory of mtlssl's own source: git runs here, so an install outside a repository records no commit."""
+    return Path(mtlssl.__file__).resolve().parent
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    """git's stdout, or None when git is missing, fails or hangs: provenance never fails a run."""
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
+                             env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})  # status must not take the index lock
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_state(where: Path | None = None) -> dict[str, Any]:
+    """``commit`` (HEAD's hash) and ``dirty`` (tracked files modified), both None outside a git checkout of
+    mtlssl. Two git calls: is the package tracked (an install inside someone else's repository is not), and
+    ``status --porcelain=v2 --branch``, which gives the commit and the changes at once."""
+    where = where or source_dir()
+    tracked = _git(["ls-files", "--", "__init__.py"], where)
+    if not tracked or not tracked.strip():
+        return {"commit": None, "dirty": None}
+    status = _git(["status", "--porcelain=v2", "--branch", "--untracked-files=no"], where)
+    if status is None:
+        return {"commit": None, "dirty": None}
+    lines = status.splitlines()
+    oid = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), None)
+    return {"commit": None if oid in (None, "(initial)") else oid,
+            "dirty": any(not line.startswith("#") for line in lines)}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def current() -> dict[str, Any]:
+    """This process's provenance (not written anywhere)."""
+    return {
+        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+        **git_state(),
+        "source": str(source_dir()),
+        "versions": {"mtlssl": mtlssl.__version__, "torch": _version("torch"),
+                     "torchvision": _version("torchvision"), "python": platform.python_version()},
+        "argv": list(sys.argv),
+        "cwd": os.getcwd(),
+        "hostname": socket.gethostname(),
+    }
+
+
+def read(run_dir: str | Path) -> dict[str, Any] | None:
+    """The recorded provenance of a run directory; None when it has none or it is unreadable."""
+    try:
+        record = json.loads((Path(run_dir) / FILENAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def record(run_dir: str | Path) -> dict[str, Any]:
+    """Write ``<run_dir>/provenance.json`` for this launch and return the file's content: a new record, or the
+    existing one with this launch appended to ``relaunches``. An unreadable existing file is left as it is."""
+    path = Path(run_dir) / FILENAME
+    now = current()
+    if not path.exists():
+        content = now
+    else:
+        content = read(run_dir)
+        if content is None:
+            log.warning("%s is unreadable; leaving it as it is", path)
+            return now
+        content.setdefault("relaunches", []).append({k: now[k] for k in RELAUNCH_KEYS})
+    write_atomic(path, json.dumps(content, indent=2) + "\n")
+    return content

@@ -1,0 +1,372 @@
+"""``mtlssl reproduce <run_dir> [--out DIR]``: rerun a finished run from what its directory recorded.
+
+- The stage (``.hydra/hydra.yaml``: ``hydra.job.name``) and its overrides (``.hydra/overrides.yaml``) are
+  replayed, less the run-management ones (``resume``, ``sweep_name``, ``hydra.*``), as a subprocess of this
+  Python, so the new run has its own Hydra bookkeeping. It runs in the recorded working directory
+  (``provenance.json``: ``cwd``), where the overrides' relative paths point.
+- Configs: when the recorded commit differs from the current one (or the current tree is modified and the run's
+  was not) and the repository knows it, the stage reads ``conf/`` as of that commit (``git archive`` into a
+  temporary directory, passed as ``--config-path``, which replaces the packaged configs); the code is always
+  the current one. Every difference between then and now is printed as a note.
+- The new run goes to ``<run_dir>-reproduce-<time>`` beside the original (beside the sweep, for a sweep's job,
+  so ``mtlssl summarize`` of the sweep does not count it), or to ``--out``; never into an existing directory.
+- Then one table: each number of the original ``metrics.json`` beside the reproduction's and their difference
+  (nested groups flattened to ``a/b``; ``history``, ``config``, lists and throughput left out), and a verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import re
+import shlex
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.table import Table
+from rich.text import Text
+
+from mtlssl.config import config_dir
+from mtlssl.errors import UserError
+from mtlssl.reporting import provenance
+from mtlssl.reporting.console import console, fmt
+
+# hydra.job.name -> the umbrella's stage name
+STAGES = {"pretrain": "pretrain", "train_mtl": "train-mtl", "eval": "eval", "pipeline": "pipeline"}
+NOT_REPLAYED = ("resume", "sweep_name")  # run management: a replay starts a new run, it continues nothing
+SKIPPED_KEYS = ("history", "config")  # per-epoch records and the config itself are not results
+GIT_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """What a run directory says about how it was made."""
+
+    path: Path
+    stage: str  # the umbrella's name, e.g. train-mtl
+    config_name: str | None
+    overrides: list[str]  # the replayable ones
+    extra_config_dir: str | None  # the original launch's --config-dir
+    multirun: bool
+    provenance: dict[str, Any] | None
+
+
+# ---- the recorded run ------------------------------------------------------------------------------------
+
+
+def _not_a_run(path: Path, why: str) -> UserError:
+    hint = "give a run directory (one with .hydra/, e.g. outputs/train_mtl/<date>/<time>)"
+    outer = next((p for p in path.parents if (p / ".hydra" / "hydra.yaml").is_file()), None)
+    if outer is not None:  # e.g. a pipeline's stage, or a run's checkpoints/
+        hint = f"it lies inside the run '{outer}': reproduce that one"
+    elif (path / "multirun.yaml").is_file():
+        hint = "it is a sweep: reproduce one of its jobs (<sweep>/<overrides>/seed=<n>)"
+    return UserError(f"'{path}' is not a run directory ({why}); {hint}")
+
+
+def _load_yaml(path: Path, run_dir: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise _not_a_run(run_dir, f"no .hydra/{path.name}") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"cannot read {path}: {err}") from err
+
+
+def override_key(override: str) -> str:
+    """The config key an override sets (``+a.b=1``, ``~a.b`` and ``++a.b=1`` all set ``a.b``)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def replayable(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if override_key(o) not in NOT_REPLAYED
+            and not re.match(r"hydra([./]|$)", override_key(o))]
+
+
+def load_run(path: Path) -> RecordedRun:
+    if not path.exists():
+        raise UserError(f"'{path}' does not exist; give a run directory (e.g. outputs/train_mtl/<date>/<time>)")
+    if not path.is_dir():
+        raise _not_a_run(path, "not a directory")
+    hydra_cfg = (_load_yaml(path / ".hydra" / "hydra.yaml", path) or {}).get("hydra") or {}
+    overrides = _load_yaml(path / ".hydra" / "overrides.yaml", path) or []
+    name = (hydra_cfg.get("job") or {}).get("name")
+    if name not in STAGES:
+        raise _not_a_run(path, f"made by '{name}', which is not an mtlssl stage ({', '.join(STAGES)})")
+    sources = (hydra_cfg.get("runtime") or {}).get("config_sources") or []
+    extra = next((s.get("path") for s in sources if s.get("provider") == "command-line"), None)
+    return RecordedRun(path=path, stage=STAGES[name], config_name=(hydra_cfg.get("job") or {}).get("config_name"),
+                       overrides=replayable([str(o) for o in overrides]), extra_config_dir=extra,
+                       multirun=hydra_cfg.get("mode") == "MULTIRUN", provenance=provenance.read(path))
+
+
+# ---- the configs: the recorded commit's, or the current ones ---------------------------------------------
+
+
+def _git(args: list[str], cwd: Path) -> bytes | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=GIT_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def archived_configs(commit: str, dest: Path) -> Path | None:
+    """``conf/`` as of ``commit``, extracted under ``dest``; None when the repository does not have it."""
+    if not re.fullmatch(r"[0-9a-fA-F]{4,64}", commit):  # a hand-edited record must not become a git option
+        return None
+    source = provenance.source_dir()
+    top = _git(["rev-parse", "--show-toplevel"], source)
+    if top is None or _git(["cat-file", "-e", f"{commit}^{{commit}}"], source) is None:
+        return None
+    root = Path(top.decode().strip())
+    try:
+        rel = config_dir().relative_to(root).as_posix()
+    except ValueError:  # the configs in use are not the repository's (an installed wheel)
+        return None
+    tar = _git(["archive", "--format=tar", commit, "--", rel], root)
+    if not tar:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        # "data" refuses links and paths that leave dest (Python >= 3.10.12 / 3.11.4)
+        archive.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    return dest / rel if (dest / rel).is_dir() else None
+
+
+def choose_configs(recorded: dict[str, Any] | None, now: dict[str, Any], dest: Path) -> tuple[Path | None, list[str]]:
+    """The config directory to replay with (None: the current one) and the notes on what differs."""
+    if recorded is None:
+        return None, ["the run has no provenance.json (it predates it, or eval made it): its commit and working "
+                      "directory are unknown; replaying with the current configs in the current directory"]
+    notes, commit, current = [], recorded.get("commit"), now.get("commit")
+    if recorded.get("dirty"):
+        notes.append(f"the run was made from a modified tree (uncommitted changes on {_short(commit)}): "
+                     "its exact code and configs cannot be recovered")
+    if now.get("dirty"):
+        notes.append(f"the current tree ({_short(current)}) has uncommitted changes")
+    for relaunch in recorded.get("relaunches", []):
+        if (relaunch.get("commit"), relaunch.get("dirty")) != (commit, recorded.get("dirty")):
+            notes.append(f"the run was resumed on {relaunch.get('started')} under {_short(relaunch.get('commit'))}"
+                         f"{' (modified)' if relaunch.get('dirty') else ''}: only its first launch is replayed")
+    if commit is None:
+        return None, [*notes, "the run recorded no git commit (mtlssl was not a git checkout): using the current "
+                      "configs"]
+    if current is None:
+        return None, [*notes, f"the current mtlssl ({provenance.source_dir()}) is not a git checkout: cannot read "
+                      f"the configs of {_short(commit)}; using the current configs"]
+    if commit == current and (recorded.get("dirty") or not now.get("dirty")):
+        return None, notes
+    if commit != current:
+        notes.append(f"the run was made at commit {_short(commit)}, the current one is {_short(current)}: "
+                     "the code is the current one")
+    configs = archived_configs(commit, dest)
+    if configs is None:
+        return None, [*notes, f"commit {_short(commit)} (or its conf/) is not in this repository (fetch it to "
+                      "replay its configs): using the current configs"]
+    return configs, [*notes, f"using the configs at commit {_short(commit)}"]
+
+
+def _short(commit: str | None) -> str:
+    return commit[:12] if commit else "an unknown commit"
+
+
+# ---- the new run -----------------------------------------------------------------------------------------
+
+
+def _sweep_root(path: Path) -> Path | None:
+    """The sweep directory a sweep job lies in (Hydra writes multirun.yaml there)."""
+    return next((p for p in path.parents if (p / "multirun.yaml").is_file()), None)
+
+
+def new_run_dir(run: RecordedRun, out: Path | None) -> Path:
+    """A directory that does not exist yet, outside the original run (and outside its sweep)."""
+    if out is not None:
+        out = out.resolve()
+        if out.exists():
+            raise UserError(f"'{out}' already exists; --out must name a new directory (reproduce never writes into "
+                            "an existing one)")
+        if out.is_relative_to(run.path):
+            raise UserError(f"--out '{out}' is inside the original run '{run.path}'; choose a directory outside it")
+        return out
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = _sweep_root(run.path) if run.multirun else None
+    if root is not None:  # <sweep>-reproduce-<time>/<overrides>/seed=<n>: summarize of the sweep must not see it
+        base, tail = root.parent / f"{root.name}-reproduce-{stamp}", run.path.relative_to(root)
+    else:
+        base, tail = run.path.parent / f"{run.path.name}-reproduce-{stamp}", Path()
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate / tail
+
+
+def claim(new_dir: Path) -> None:
+    """Create the new run directory, failing if it appeared meanwhile (a concurrent reproduce)."""
+    try:
+        new_dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise UserError(f"'{new_dir}' already exists; reproduce never writes into an existing directory") from None
+    except OSError as err:
+        raise UserError(f"cannot create '{new_dir}' ({err.strerror}); choose another with --out") from err
+
+
+def hydra_value(value: str) -> str:
+    """``value`` as one Hydra override value: quoted when it holds characters Hydra parses (``,`` ``=`` spaces)."""
+    if re.fullmatch(r"[\w./@:+-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def command(run: RecordedRun, configs: Path | None, new_dir: Path) -> list[str]:
+    args = [sys.executable, "-m", "mtlssl.cli", run.stage]
+    if configs is not None:
+        args.append(f"--config-path={configs}")
+    if run.config_name:
+        args.append(f"--config-name={run.config_name}")
+    if run.extra_config_dir:
+        args.append(f"--config-dir={run.extra_config_dir}")
+    return [*args, *run.overrides, f"hydra.run.dir={hydra_value(str(new_dir))}"]
+
+
+def working_dir(run: RecordedRun) -> tuple[Path, list[str]]:
+    """Where to run: the recorded cwd, which the overrides' relative paths are relative to, if it still exists."""
+    recorded = (run.provenance or {}).get("cwd")
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded), []
+    if recorded:
+        return Path.cwd(), [f"the run's working directory '{recorded}' is gone: running in the current one, so "
+                            "relative paths in its overrides may point elsewhere"]
+    return Path.cwd(), []
+
+
+# ---- the comparison --------------------------------------------------------------------------------------
+
+
+def _is_throughput(key: str) -> bool:
+    last = key.rsplit("/", 1)[-1]
+    return last.endswith("_per_s") or last in ("seconds", "wall_s")
+
+
+def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float | None]:
+    """The numbers of a metrics.json as ``a/b`` keys; history, config, lists, strings and throughput left out.
+    None stands for a NaN (metrics.json writes NaN as null)."""
+    flat: dict[str, float | None] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if key in SKIPPED_KEYS or _is_throughput(name):
+            continue
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}/"))
+        elif value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            flat[name] = value
+    return flat
+
+
+def read_metrics(run_dir: Path) -> dict[str, float | None] | None:
+    try:
+        return flatten(json.loads((run_dir / "metrics.json").read_text()))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _difference(old: float | None, new: float | None) -> float | None:
+    if old is None or new is None:
+        return 0.0 if old is None and new is None else None
+    return 0.0 if old == new else abs(new - old)
+
+
+def _cell(value: float | None) -> str:
+    return str(value) if isinstance(value, int) else fmt(value)
+
+
+def comparison_table(original: dict[str, float | None], new: dict[str, float | None]) -> Table:
+    table = Table(title="metrics: original vs reproduction", title_justify="left")
+    for column in ("metric", "original", "reproduction", "difference"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key in [*original, *(k for k in new if k not in original)]:
+        old, now = original.get(key), new.get(key)
+        if key not in original or key not in new:
+            change = Text("missing", style="yellow")
+        elif old is None or now is None:
+            change = Text("0" if old is None and now is None else "NaN on one side", style="yellow")
+        else:
+            change = Text("0" if old == now else f"{now - old:+.3g}", style="" if old == now else "yellow")
+        table.add_row(Text(key), _cell(old), _cell(now), change)
+    return table
+
+
+def verdict(original: dict[str, float | None], new: dict[str, float | None]) -> str:
+    shared = [k for k in original if k in new]
+    missing = len(set(original) ^ set(new))
+    differences = {k: _difference(original[k], new[k]) for k in shared}
+    unequal = {k: d for k, d in differences.items() if d != 0.0}
+    extra = f"; {missing} metric(s) in only one of them" if missing else ""
+    if not unequal:
+        return f"identical: all {len(shared)} shared metrics equal the original's exactly{extra}"
+    finite = {k: d for k, d in unequal.items() if d is not None and math.isfinite(d)}
+    worst = max(finite, key=lambda k: finite[k]) if finite else None
+    largest = f"; max abs difference {finite[worst]:.3g} ({worst})" if worst else ""
+    return f"different: {len(unequal)} of {len(shared)} shared metrics differ{largest}{extra}"
+
+
+# ---- the command -----------------------------------------------------------------------------------------
+
+
+def _note(text: str) -> None:
+    console.print(Text.assemble(("note: ", "yellow"), text))
+
+
+def reproduce(run_dir: Path, out: Path | None = None) -> int:
+    """Replay ``run_dir`` into a new directory and compare; the stage's exit status if it failed, else 0."""
+    run = load_run(run_dir.resolve())
+    new_dir = new_run_dir(run, out)
+    with tempfile.TemporaryDirectory(prefix="mtlssl-reproduce-") as tmp:
+        configs, notes = choose_configs(run.provenance, provenance.git_state(), Path(tmp))
+        cwd, cwd_notes = working_dir(run)
+        for note in notes + cwd_notes:
+            _note(note)
+        cmd = command(run, configs, new_dir)
+        console.print(Text(f"reproducing {run.path}\n  in {cwd}: {shlex.join(cmd)}"))
+        claim(new_dir)
+        status = subprocess.run(cmd, cwd=cwd).returncode
+    if status != 0:
+        console.print(Text(f"the reproduction failed (exit status {status}); see {new_dir}", style="red"))
+        return status
+    original, new = read_metrics(run.path), read_metrics(new_dir)
+    if original is None or new is None:
+        _note(f"no readable metrics.json in {run.path if original is None else new_dir}: nothing to compare")
+        return 0
+    console.print(comparison_table(original, new))
+    console.print(Text(verdict(original, new), style="bold"))
+    console.print(Text(f"original: {run.path}\nreproduction: {new_dir}"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``mtlssl reproduce <run_dir> [--out DIR]``; the exit status (2 on a user error)."""
+    parser = argparse.ArgumentParser(prog="mtlssl reproduce",
+                                     description="rerun a run from its recorded overrides, configs and commit, "
+                                                 "and compare its metrics with the original's")
+    parser.add_argument("run_dir", type=Path, help="the run directory to reproduce")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the new run directory, which must not exist (default: <run_dir>-reproduce-<time>)")
+    args = parser.parse_args(argv)
+    try:
+        return reproduce(args.run_dir, args.out)
+    except UserError as err:
+        print(f"mtlssl reproduce: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
