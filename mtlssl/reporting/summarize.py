@@ -3,7 +3,10 @@
 - Runs: every directory under the given ones that holds ``.hydra/overrides.yaml`` (a given directory that is
   itself a run counts). A run without ``metrics.json``, with an unreadable or truncated one, or with no
   ``{split}/<task>/<metric>`` entries is listed as failed, with the reason, and skipped.
-- Groups: runs with the same overrides once ``seed``, ``hydra.*``, ``resume`` and ``device`` are dropped; the
+- A pipeline run counts as two runs, its train-mtl from the pretrained encoder and from scratch, labelled
+  ``init=pretrained`` and ``init=scratch``.
+- Groups: runs with the same overrides once ``seed``, ``hydra.*`` and how a job ran (``resume``, ``device``,
+  ``sweep_name``, ``objective``, ``launcher``, ``hparams_search``) are dropped; the
   label is the remaining overrides, sorted (so the order they were typed in does not split a group) and
   joined with ",", or "(defaults)".
 - Per group and metric ``{split}/<task>/<metric>`` (losses excluded): mean, sample std (n-1; 0 for n=1), n.
@@ -40,7 +43,9 @@ from mtlssl.reporting.console import console, fmt
 from mtlssl.reporting.files import write_atomic
 
 # Overrides that vary between repeats of one method rather than between methods.
-_IGNORED_KEYS = ("seed", "resume", "device")
+_IGNORED_KEYS = ("seed", "resume", "device", "sweep_name", "objective", "launcher", "hparams_search")
+# A pipeline's metrics.json holds one train-mtl result per encoder init; each is summarised as its own group.
+PIPELINE_VARIANTS = ("pretrained", "scratch")
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,7 @@ def _key(override: str) -> str:
 
 
 def group_overrides(overrides: list[str]) -> tuple[str, ...]:
-    """The overrides that tell methods apart: all but the seed, Hydra's own, ``resume`` and ``device``; sorted."""
+    """The overrides that tell methods apart: all but the seed, Hydra's own and those of _IGNORED_KEYS; sorted."""
     return tuple(sorted(o for o in overrides
                         if _key(o) not in _IGNORED_KEYS and not _key(o).startswith("hydra.")))
 
@@ -141,27 +146,34 @@ def _split_metrics(raw: dict, split: str) -> dict[str, float]:
     return out
 
 
-def load_run(path: Path, split: str) -> Run | Failed:
-    """A run's overrides and metrics, or why it cannot be used (a crashed job must not stop the summary)."""
+def load_run(path: Path, split: str) -> list[Run | Failed]:
+    """A run's overrides and metrics, or why it cannot be used (a crashed job must not stop the summary).
+    A pipeline run gives one run per train-mtl variant, told apart by an ``init=pretrained|scratch`` label."""
     try:
         overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
     except (OSError, yaml.YAMLError) as err:
-        return Failed(path, f"unreadable .hydra/overrides.yaml ({type(err).__name__})")
+        return [Failed(path, f"unreadable .hydra/overrides.yaml ({type(err).__name__})")]
     if not isinstance(overrides, list):
-        return Failed(path, ".hydra/overrides.yaml is not a list of overrides")
+        return [Failed(path, ".hydra/overrides.yaml is not a list of overrides")]
     metrics_file = path / "metrics.json"
     if not metrics_file.is_file():
-        return Failed(path, "no metrics.json (the job failed or has not finished)")
+        return [Failed(path, "no metrics.json (the job failed or has not finished)")]
     try:
         raw = json.loads(metrics_file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return Failed(path, f"unreadable or truncated metrics.json ({err})")
+        return [Failed(path, f"unreadable or truncated metrics.json ({err})")]
     if not isinstance(raw, dict):
-        return Failed(path, "metrics.json is not a JSON object")
-    metrics = _split_metrics(raw, split)
-    if not metrics:
-        return Failed(path, f"metrics.json has no '{split}/<task>/<metric>' entries")
-    return Run(path, group_overrides([str(o) for o in overrides]), metrics)
+        return [Failed(path, "metrics.json is not a JSON object")]
+    grouping = group_overrides([str(o) for o in overrides])
+    variants = {"": raw}
+    if raw.get("stage") == "pipeline":
+        variants = {f"init={name}": raw[name] for name in PIPELINE_VARIANTS if isinstance(raw.get(name), dict)}
+    runs: list[Run | Failed] = []
+    for label, values in variants.items():
+        metrics = _split_metrics(values, split)
+        runs.append(Run(path, tuple(sorted((*grouping, label))) if label else grouping, metrics) if metrics
+                    else Failed(path, f"metrics.json has no '{split}/<task>/<metric>' entries"))
+    return runs or [Failed(path, "pipeline metrics.json has no train-mtl results")]
 
 
 # ---- statistics --------------------------------------------------------------------------------------------
@@ -367,7 +379,7 @@ def summarize(dirs: list[Path], out: Path | None = None, split: str = "test") ->
     run_dirs = find_run_dirs(dirs)
     if not run_dirs:
         raise UserError(f"no run directories (with .hydra/overrides.yaml) under {', '.join(map(str, dirs))}")
-    loaded = [load_run(d, split) for d in run_dirs]
+    loaded = [r for d in run_dirs for r in load_run(d, split)]
     runs = [r for r in loaded if isinstance(r, Run)]
     failed = [r for r in loaded if isinstance(r, Failed)]
     groups = make_groups(runs)

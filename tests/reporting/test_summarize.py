@@ -198,3 +198,16 @@ def test_labels_show_only_what_tells_groups_apart(tmp_path: Path) -> None:
     summary = summ.summarize([tmp_path])
     assert [g.label for g in summary.groups] == ["weighting=equal", "weighting=pcgrad"]
     assert "shared by every group: data.size=16" in summary.notes
+
+
+def test_a_pipeline_run_counts_once_per_encoder_init(tmp_path: Path) -> None:
+    for seed, (pre, scratch) in enumerate([(0.8, 0.6), (0.9, 0.5)]):
+        run = make_run(tmp_path / f"seed={seed}", [f"seed={seed}"], None)
+        (run / "metrics.json").write_text(json.dumps({
+            "stage": "pipeline", "config": {"seed": seed}, "probe": {"test/shape/accuracy": 0.1},
+            "pretrained": {"test/shape/accuracy": pre, "best_epoch": 1},
+            "scratch": {"test/shape/accuracy": scratch, "best_epoch": 1}}))
+    summary = summ.summarize([tmp_path])
+    stats = {g.label: g.stats["shape/accuracy"] for g in summary.groups}
+    assert stats.keys() == {"init=pretrained", "init=scratch"} and not summary.failed
+    assert stats["init=pretrained"].mean == pytest.approx(0.85) and stats["init=scratch"].n == 2
