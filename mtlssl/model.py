@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from mtlssl.data.tasks import TaskSpec
 from mtlssl.encoders.base import Encoder
+from mtlssl.engine.checkpoint import refuse_unfit_states
 
 HeadFactory = Callable[..., nn.Module]
 
@@ -18,6 +19,9 @@ class MultiTaskModel(nn.Module):
         self.encoder = encoder
         self.tasks = list(tasks)
         self.heads = nn.ModuleDict({t.name: head(in_dim=encoder.out_dim, out_dim=t.num_outputs) for t in tasks})
+        # e.g. resuming after tasks= or heads= changed: one clear message instead of torch's key listing
+        refuse_unfit_states(self.heads, "task heads", "use the tasks= and heads= it was trained with (that run's "
+                            "resolved_config.yaml), or start over in a new hydra.run.dir")
 
     def forward_heads(self, features: Tensor) -> dict[str, Tensor]:
         """Shared features [B, D] -> every task's raw output."""

@@ -77,10 +77,10 @@ def test_user_errors_exit_2_with_one_clear_message(args: list[str], message: str
     assert own_outputs(pretrained_run) == before
 
 
-def own_outputs(run_dir: Path) -> list[tuple[Path, int]]:
-    """mtlssl's files in a run directory (Hydra rewrites its own .hydra/ bookkeeping at every launch)."""
-    return sorted((p, p.stat().st_mtime_ns) for p in run_dir.rglob("*")
-                  if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log")
+def own_outputs(run_dir: Path) -> list[tuple[Path, int, bytes]]:
+    """Every file in a run directory, .hydra/ included, with its mtime and bytes: a refused launch leaves them all
+    as they were (mtlssl's run_dir_guard refuses before Hydra writes .hydra/)."""
+    return sorted((p, p.stat().st_mtime_ns, p.read_bytes()) for p in run_dir.rglob("*") if p.is_file())
 
 
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:

@@ -27,9 +27,10 @@ def git(*args: str) -> str | None:
 
 
 def commit_with_head_configs() -> str | None:
-    """An ancestor of HEAD whose conf/ is HEAD's, so today's code runs it: replaying it must change nothing."""
+    """An ancestor of HEAD whose conf/ is the working tree's, so today's code runs it: replaying it must change
+    nothing. (None right after a commit that changed conf/, until the next commit leaves it alone.)"""
     for commit in (git("rev-list", "--max-count=30", "HEAD~1") or "").split():
-        if git("diff", "--quiet", commit, "HEAD", "--", "conf") is not None:
+        if git("diff", "--quiet", commit, "--", "conf") is not None:
             return commit
     return None
 

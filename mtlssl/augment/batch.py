@@ -199,13 +199,15 @@ def _select(mask: Tensor, chosen: Tensor, other: Tensor) -> Tensor:
 def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
     """Accept any length-2 sequence (configs give lists) and return a float pair."""
     if len(value) != 2:
-        raise UserError(f"augment.{name} must be a pair (lo, hi), got {value!r}")
+        raise UserError(f"augmentation.{name} must be a pair [lo, hi], got {value!r}; set e.g. "
+                        f"augmentation.{name}=[lo,hi]")
     return float(value[0]), float(value[1])
 
 
 def _check(ok: bool, name: str, value: object, valid: str) -> None:
-    if not ok:
-        raise UserError(f"augment.{name} must be {valid}, got {value!r}")
+    if not ok:  # named by the config key (augmentation=<preset> builds this class)
+        raise UserError(f"augmentation.{name} must be {valid}, got {value!r}; set augmentation.{name} to such a "
+                        "value (or pick another preset: augmentation=none|weak|simclr)")
 
 
 class BatchAugment(torch.nn.Module):

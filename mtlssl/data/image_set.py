@@ -43,11 +43,13 @@ class ImageSet:
         return steps
 
     def batches(
-        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False,
+        skip: int = 0,
     ) -> Iterator[Batch]:
-        """Batches by slicing the tensors; the order comes from ``generator`` alone, so it is reproducible."""
+        """Batches by slicing the tensors; the order comes from ``generator`` alone, so it is reproducible.
+        ``skip`` leaves out the first batches of that order (a run resumed mid-epoch) without gathering them."""
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for start in range(0, self.num_batches(batch_size, drop_last) * batch_size, batch_size):
+        for start in range(skip * batch_size, self.num_batches(batch_size, drop_last) * batch_size, batch_size):
             index = order[start : start + batch_size]
             yield self.images[index], {name: t[index] for name, t in self.targets.items()}
 

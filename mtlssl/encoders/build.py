@@ -9,10 +9,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtlssl.config import instantiate
 from mtlssl.encoders.base import Encoder
-from mtlssl.engine.checkpoint import load_checkpoint
+from mtlssl.engine.checkpoint import load_checkpoint, refuse_unfit_states
 from mtlssl.errors import UserError
 
 log = logging.getLogger(__name__)
+UNFIT_FIX = ("use the encoder it was trained with (encoder=<name> and the encoder.arch.* values of that "
+             "run's resolved_config.yaml), or start over in a new hydra.run.dir")
 
 
 def build_encoder(arch: DictConfig | dict[str, Any]) -> Encoder:
@@ -20,6 +22,7 @@ def build_encoder(arch: DictConfig | dict[str, Any]) -> Encoder:
     encoder = instantiate(node, "encoder.arch")
     if not isinstance(encoder, Encoder):
         raise UserError(f"encoder.arch._target_={node._target_} did not build an mtlssl Encoder")
+    refuse_unfit_states(encoder, "encoder weights", UNFIT_FIX)  # e.g. resuming after encoder.arch.width changed
     return encoder
 
 

@@ -22,9 +22,12 @@ class LARS(Optimizer):
         self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.02,
         eps: float = 1e-8,
     ) -> None:
-        if lr <= 0 or not 0.0 <= momentum < 1.0 or weight_decay < 0 or eta <= 0:
-            raise UserError(f"lars needs lr > 0, 0 <= momentum < 1, weight_decay >= 0 and eta > 0 "
-                            f"(got lr={lr}, momentum={momentum}, weight_decay={weight_decay}, eta={eta})")
+        rules = {"lr": (lr, lr > 0, "> 0"), "momentum": (momentum, 0 <= momentum < 1, "in [0, 1)"),
+                 "weight_decay": (weight_decay, weight_decay >= 0, ">= 0"), "eta": (eta, eta > 0, "> 0")}
+        bad = [f"optim.{k}={v} must be {rule}" for k, (v, ok, rule) in rules.items() if not ok]  # NaN fails too
+        if bad:
+            raise UserError(f"lars needs lr > 0, 0 <= momentum < 1, weight_decay >= 0 and eta > 0: {'; '.join(bad)}. "
+                            "Set e.g. optim.lr=0.3 optim.momentum=0.9 optim.eta=0.02")
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta,
                                   "eps": eps})
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mtlssl.engine.checkpoint import load_checkpoint
 from mtlssl.errors import UserError
 from mtlssl.reporting import provenance
-from mtlssl.reporting.files import write_resolved_config
+from mtlssl.reporting.files import remove_stale_temporaries, write_resolved_config
+
+log = logging.getLogger(__name__)
 
 
 class RunDir:
@@ -27,6 +30,8 @@ class RunDir:
         except OSError as err:
             raise UserError(f"cannot create the run directory '{self.path}' ({err.strerror}); "
                             "choose a writable one with hydra.run.dir=<dir>") from err
+        for stale in [*remove_stale_temporaries(self.path), *remove_stale_temporaries(self.checkpoints)]:
+            log.info("removed %s, the partial write of a killed process", stale)
         write_resolved_config(self.path, cfg)
         provenance.record(self.path)
 
@@ -46,3 +51,14 @@ class RunDir:
                                 "hydra.run.dir=<the run directory to continue>")
             return None
         return load_checkpoint(self.last, "resume", kinds=(kind,))
+
+    def check_unchanged(self, resume: dict[str, Any] | None, cfg: DictConfig, keys: tuple[str, ...]) -> None:
+        """Refuse to continue a run under another method or optimizer (their saved states would not load)."""
+        if resume is None:
+            return
+        for key in keys:
+            before = OmegaConf.select(OmegaConf.create(resume.get("config", {})), key)
+            now = OmegaConf.select(cfg, key)
+            if before is not None and before != now:
+                raise UserError(f"run directory '{self.path}' was trained with {key}={before}, not {now}; relaunch "
+                                f"with {key.removesuffix('._target_')} as it was, or use a new hydra.run.dir")

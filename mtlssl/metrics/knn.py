@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mtlssl.errors import UserError
+
 
 @torch.no_grad()
 def knn_accuracy(
@@ -31,6 +33,10 @@ def knn_accuracy(
     the bank size; queries go ``chunk`` at a time so that memory stays at chunk x bank similarities.
     NaN when the bank or the queries hold no labelled item.
     """
+    if not (k >= 1 and temperature > 0):
+        raise UserError(f"kNN needs k >= 1 and temperature > 0 (got k={k}, temperature={temperature}); set "
+                        "monitor.k and monitor.temperature (pretrain) or probe.k and probe.temperature (eval), "
+                        "e.g. 20 and 0.07")
     bank_keep, query_keep = train_labels >= 0, test_labels >= 0
     bank, bank_labels = F.normalize(train_features[bank_keep].float(), dim=1), train_labels[bank_keep].long()
     queries, query_labels = test_features[query_keep], test_labels[query_keep].long()

@@ -30,6 +30,15 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
         tmp.unlink(missing_ok=True)
 
 
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files of ``atomic_open`` writes that a killed process left in ``directory``
+    (never read: the file they were to replace is still the previous, complete one)."""
+    stale = [p for p in Path(directory).glob(".*.tmp*") if p.is_file() and p.name.rsplit(".tmp", 1)[1].isdigit()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def write_atomic(path: str | Path, content: str | bytes) -> None:
     with atomic_open(path) as f:
         f.write(content.encode() if isinstance(content, str) else content)

@@ -17,8 +17,10 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 
 class TensorBoard:
-    def __init__(self, log_dir: str | Path) -> None:
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
+        """``purge_step``: a resumed run's step; TensorBoard hides the killed run's events from that step on,
+        so the curves do not show the steps between the checkpoint and the kill twice."""
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
         for name, value in values.items():

@@ -13,13 +13,27 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from rich.markup import escape
 
+from mtlssl.engine.preemption import EXIT_PREEMPTED, Preempted
 from mtlssl.errors import UserError
 from mtlssl.reporting.console import console
 
 log = logging.getLogger("mtlssl")
 
 StageRun = Callable[[DictConfig, Path], dict[str, float]]
+
+
+def check_trainer(trainer: DictConfig, min_epochs: int) -> None:
+    """The loop settings that would otherwise fail late (a division by zero, a missing best.pt), named."""
+    if not trainer.epochs >= min_epochs:
+        raise UserError(f"trainer.epochs must be >= {min_epochs} (got {trainer.epochs}); set e.g. trainer.epochs=10")
+    for key in ("batch_size", "eval_batch_size", "log_every"):
+        if not trainer[key] >= 1:
+            raise UserError(f"trainer.{key} must be >= 1 (got {trainer[key]}); set e.g. trainer.{key}=64")
+    if not trainer.checkpoint_every_steps >= 0:
+        raise UserError(f"trainer.checkpoint_every_steps must be >= 0 (got {trainer.checkpoint_every_steps}); "
+                        "0 saves last.pt at epoch ends only")
 
 
 def check_objective(objective: str | None) -> None:
@@ -52,7 +66,8 @@ def run_stage(run: StageRun, cfg: DictConfig) -> float | None:
     """Call a stage's ``run`` in Hydra's output directory and return ``metrics[cfg.objective]`` (None when
     ``objective`` is null), the value a sweeper such as Optuna optimises. A ``UserError`` ends the process
     with one clear message and exit status 2 (``HYDRA_FULL_ERROR=1`` shows the traceback instead); in a
-    sweep it fails only its own job, and the sweep goes on."""
+    sweep it fails only its own job, and the sweep goes on. A preemption signal (after ``last.pt`` is saved)
+    ends the process, sweep included, with EXIT_PREEMPTED (75): a relaunch continues where it stopped."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     objective = cfg.get("objective")
@@ -67,7 +82,10 @@ def run_stage(run: StageRun, cfg: DictConfig) -> float | None:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # an exception, not an exit: Hydra records this job as failed and runs the rest of the sweep
         sys.exit(2)
-    console.print(f"run directory: [bold]{run_dir}[/]", highlight=False)
+    except Preempted as stop:
+        log.warning("%s", stop)
+        sys.exit(EXIT_PREEMPTED)
+    console.print(f"run directory: [bold]{escape(str(run_dir))}[/]", highlight=False)  # a sweep's tasks=[x]
     if objective is not None:
         log.info("objective %s = %.6g", objective, value)
     return value

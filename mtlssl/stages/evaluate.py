@@ -94,6 +94,8 @@ def against_baselines(metrics: dict[str, float], baselines: list[str], data: Dat
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    if not cfg.batch_size >= 1:
+        raise UserError(f"batch_size must be >= 1 (got {cfg.batch_size}); set e.g. batch_size=512")
     rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     ckpt = load_checkpoint(cfg.ckpt, "ckpt")
     trained = OmegaConf.create(ckpt["config"])

@@ -29,7 +29,9 @@ from mtlssl.engine.checkpoint import load_checkpoint, save_checkpoint
 from mtlssl.engine.gradients import cosine_heatmap, gradient_stats
 from mtlssl.engine.inference import score_tasks
 from mtlssl.engine.mtl_backward import GradientOptions, mtl_backward
-from mtlssl.engine.optim import apply_gradients, current_lr, param_groups, set_trainable
+from mtlssl.engine.nonfinite import NonFiniteGuard
+from mtlssl.engine.optim import apply_gradients, build_optimizer, current_lr, param_groups, set_trainable
+from mtlssl.engine.preemption import PreemptionGuard, epoch_position, periodic_save, restore_generators
 from mtlssl.engine.rng import AUGMENT, SHUFFLE, WEIGHTING, generator, rng_state, seed_everything, set_rng_state
 from mtlssl.engine.run_dir import RunDir
 from mtlssl.engine.runtime import Runtime, autocast, grad_scaler
@@ -39,7 +41,7 @@ from mtlssl.model import MultiTaskModel
 from mtlssl.reporting.console import console, metrics_table, progress
 from mtlssl.reporting.files import write_metrics
 from mtlssl.reporting.tensorboard import TensorBoard, flatten
-from mtlssl.stages._common import run_stage
+from mtlssl.stages._common import check_trainer, run_stage
 from mtlssl.weighting.base import Weighting
 
 log = logging.getLogger(__name__)
@@ -108,12 +110,13 @@ def build_weighting(cfg: DictConfig, num_tasks: int, rt: Runtime) -> tuple[Weigh
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     rt = Runtime.create(cfg.device, cfg.precision, cfg.trainer.channels_last)
+    check_trainer(cfg.trainer, min_epochs=1)
     out = RunDir(run_dir)
     resume = out.resume_state(cfg.resume, "mtl")
+    out.check_unchanged(resume, cfg, ("optim._target_", "weighting._target_"))
     mode = cfg.encoder.mode
     if mode not in ENCODER_MODES:
         raise UserError(f"encoder.mode={mode} is not one of {', '.join(ENCODER_MODES)}")
-    out.prepare(cfg)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
 
     data = build_data(cfg.data)
@@ -129,13 +132,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     accumulate = cfg.trainer.accumulate_grad_batches
     micro_batches, steps_per_epoch = accumulation_plan(train.steps_per_epoch(batch_size, "train"), accumulate)
     trainable = [(model.heads, 1.0), (weighting, 1.0)] + ([] if frozen else [(model.encoder, cfg.encoder.lr_mult)])
-    optimizer = instantiate(cfg.optim, "optim")(param_groups(trainable, cfg.optim.lr, cfg.optim.weight_decay))
+    optimizer = build_optimizer(cfg.optim, param_groups(trainable, cfg.optim.lr, cfg.optim.weight_decay))
     scheduler = instantiate(cfg.sched, "sched")(optimizer, total_steps=epochs * steps_per_epoch,
                                                 steps_per_epoch=steps_per_epoch)
     scaler = grad_scaler(rt.device, rt.precision)
     monitor = check_monitor(cfg.trainer.monitor, tasks)
     start_epoch, step, history, best = 0, 0, [], {"epoch": 0, "value": math.nan}
     grad_sums: dict[str, float] = {}  # running sums of the logged weights and gradient stats
+    guard = NonFiniteGuard(cfg.trainer.nonfinite, cfg.trainer.max_nonfinite_skips,
+                           last_good=lambda: out.last if out.last.exists() else None)
+    position = None  # where in an epoch a resumed run continues (a checkpoint saved between epoch ends)
     if resume is not None:
         load_model_state(model, resume)
         weighting.load_state_dict(resume["weighting"])
@@ -144,10 +150,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         scaler.load_state_dict(resume["scaler"])
         set_rng_state(resume["rng"])
         start_epoch, step, history, best = resume["epoch"], resume["step"], resume["history"], resume["best"]
-        grad_sums = resume["grad_sums"]
-        log.info("resuming from %s at epoch %d", out.last, start_epoch)
+        grad_sums, position = resume["grad_sums"], resume.get("position")
+        guard.skipped = resume.get("nonfinite_skips", 0)
+        log.info("resuming from %s at epoch %d, step %d", out.last, start_epoch, step)
 
-    def checkpoint(epoch: int, metrics: dict[str, float], full: bool) -> dict:
+    def checkpoint(epoch: int, metrics: dict[str, float], full: bool, position: dict | None = None) -> dict:
         state = {
             "kind": "mtl", "config": to_plain(cfg), "epoch": epoch, "step": step, "metrics": metrics,
             "tasks": [t.as_dict() for t in tasks],
@@ -157,27 +164,36 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         if full:
             state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                          scaler=scaler.state_dict(), rng=rng_state(), history=history, best=best,
-                         grad_sums=grad_sums)
+                         grad_sums=grad_sums, position=position, nonfinite_skips=guard.skipped)
         return state
 
-    tb = TensorBoard(out.tensorboard)
+    names = [t.name for t in tasks]
+    grad_groups = {**{f"the head of task {n}": h for n, h in model.heads.items()}, "the shared encoder": model.encoder,
+                   "the weighting's parameters": weighting}
+    save_every = cfg.trainer.checkpoint_every_steps
+    out.prepare(cfg)  # only now: a relaunch refused above has written nothing
+    tb = TensorBoard(out.tensorboard, purge_step=step if resume is not None else None)
     log.info("training %d tasks (%s) with %s weighting, encoder %s (%s%s) on %d images for %d epochs on %s",
              len(tasks), ", ".join(t.name for t in tasks), type(weighting).__name__, cfg.encoder.name, mode,
              f", lr x{cfg.encoder.lr_mult}" if not frozen and cfg.encoder.lr_mult != 1 else "",
              len(train), epochs, rt)
-    with progress() as bar:
+    with progress() as bar, PreemptionGuard() as preemption:
         for epoch in range(start_epoch, epochs):
             model.train()
             if frozen:  # a frozen encoder keeps its BatchNorm statistics too
                 model.encoder.eval()
-            task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=micro_batches, rate="")
             shuffle = generator(cfg.seed, SHUFFLE, epoch)
             aug_gen = generator(cfg.seed, AUGMENT, epoch, device=rt.device)
             weighting.generator = generator(cfg.seed, WEIGHTING, epoch, device=rt.device)
-            loss_sum = torch.zeros(len(tasks), device=rt.device)
-            seen, tic, last_jacobian = 0, time.perf_counter(), None
-            batches = train.batches(batch_size, shuffle=True, generator=shuffle, drop_last=True)
-            for i, (images, targets) in enumerate(itertools.islice(batches, micro_batches)):
+            loss_sum, counted, first = torch.zeros(len(tasks), device=rt.device), 0, 0
+            if position is not None:  # resumed mid-epoch: the same batches and random draws, from where it stopped
+                first, counted, loss_sum = position["batch"], position["counted"], position["loss_sum"].to(rt.device)
+                restore_generators(position, aug_gen, weighting.generator)
+                position = None
+            task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=micro_batches, completed=first, rate="")
+            seen, tic, last_jacobian, cycle_ok = 0, time.perf_counter(), None, True
+            batches = train.batches(batch_size, shuffle=True, generator=shuffle, drop_last=True, skip=first)
+            for i, (images, targets) in enumerate(itertools.islice(batches, micro_batches - first), start=first):
                 x = augment(images.to(rt.device, non_blocking=True), aug_gen).contiguous(memory_format=rt.memory_format)
                 targets = {k: v.to(rt.device, non_blocking=True) for k, v in targets.items()}
                 with autocast(rt.device, rt.precision):
@@ -186,35 +202,49 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                     losses = task_losses(tasks, model.forward_heads(features), targets).float()
                 if i % accumulate == 0:
                     optimizer.zero_grad(set_to_none=True)
+                    cycle_ok = True
+                # A non-finite loss never reaches a backward pass or the weighting method: its cycle is dropped.
+                cycle_ok = cycle_ok and guard.losses_ok(losses, names, epoch, step)
                 updating = (i + 1) % accumulate == 0  # the last micro-batch of an accumulation cycle
-                log_now = updating and (step + 1) % cfg.trainer.log_every == 0
-                jac = mtl_backward(model, features, losses, weighting, grad_options, scaler,
-                                   want_jacobian=log_now and cfg.trainer.log_grad_stats, grad_scale=1 / accumulate)
-                loss_sum += losses.detach()
+                log_now = updating and cycle_ok and (step + 1) % cfg.trainer.log_every == 0
+                if cycle_ok:
+                    jac = mtl_backward(model, features, losses, weighting, grad_options, scaler,
+                                       want_jacobian=log_now and cfg.trainer.log_grad_stats, grad_scale=1 / accumulate)
+                    loss_sum += losses.detach()
+                    counted += 1
                 seen += images.shape[0]
-                if updating:
+                stepped = updating and cycle_ok and (scaler.is_enabled() or guard.grads_ok(grad_groups, epoch, step))
+                if stepped:  # (fp16 overflow is the grad scaler's: it skips that step itself)
                     apply_gradients(optimizer, scheduler, scaler, cfg.trainer.grad_clip)
                     if weighting.needs_post_step_losses:  # e.g. FAMO: the same batch under the updated model
                         with torch.no_grad(), autocast(rt.device, rt.precision):
                             weighting.step_end(task_losses(tasks, model(x)[1], targets).float())
                     step += 1
-                if log_now:
-                    for key, value in log_step(tb, tasks, losses.detach(), weighting, jac, current_lr(optimizer),
-                                               step).items():
-                        grad_sums[key] = grad_sums.get(key, 0.0) + value
-                    grad_sums["logged_steps"] = grad_sums.get("logged_steps", 0.0) + 1
-                    if jac is not None:
-                        last_jacobian = jac
+                    if log_now:
+                        for key, value in log_step(tb, tasks, losses.detach(), weighting, jac, current_lr(optimizer),
+                                                   step).items():
+                            grad_sums[key] = grad_sums.get(key, 0.0) + value
+                        grad_sums["logged_steps"] = grad_sums.get("logged_steps", 0.0) + 1
+                        if jac is not None:
+                            last_jacobian = jac
                 bar.update(task, advance=1, rate=f"{seen / (time.perf_counter() - tic):,.0f} img/s")
+                between_epochs = i + 1 < micro_batches and periodic_save(save_every, stepped, step)
+                if updating and (preemption.requested or between_epochs):
+                    here = epoch_position(i + 1, loss_sum, counted, aug_gen, weighting.generator)
+                    save_checkpoint(checkpoint(epoch, history[-1] if history else {}, True, here), out.last)
+                    if preemption.requested:
+                        preemption.stop(out.last, f"epoch {epoch + 1}, step {step}")
             bar.remove_task(task)
             seconds = time.perf_counter() - tic
-            weighting.epoch_end(loss_sum / micro_batches)
+            weighting.epoch_end(loss_sum / max(counted, 1))
             if last_jacobian is not None:
                 tb.image("grad/cosines", cosine_heatmap(last_jacobian), step)
             metrics = score_tasks(model, val, cfg.trainer.eval_batch_size, rt, "val")
-            epoch_losses = (loss_sum / micro_batches).tolist()
+            epoch_losses = (loss_sum / max(counted, 1)).tolist()
             metrics.update({f"train/{t.name}/epoch_loss": v for t, v in zip(tasks, epoch_losses, strict=True)})
             metrics["images_per_s"] = seen / seconds
+            if guard.skipped:
+                metrics["nonfinite_skips"] = guard.skipped
             history.append({"epoch": epoch + 1, **metrics})
             tb.scalars(metrics, step)  # one x-axis (the global step) for every curve
             improved = best["epoch"] == 0 or is_better(monitor, metrics[monitor], best["value"])
@@ -225,6 +255,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                      " ".join(f"{v:.3f}" for v in epoch_losses), monitor,
                      metrics[monitor], "  *best*" if improved else "", seconds, metrics["images_per_s"])
             save_checkpoint(checkpoint(epoch + 1, metrics, full=True), out.last)
+            if preemption.requested:  # signalled during validation: the epoch is saved whole
+                preemption.stop(out.last, f"the end of epoch {epoch + 1}")
 
     best_state = load_checkpoint(out.best, "best checkpoint", kinds=("mtl",))
     load_model_state(model, best_state)

@@ -43,7 +43,8 @@ class DBMTL(GradientWeighting):
     def __init__(self, num_tasks: int, beta: float = 0.9, beta_sigma: float = 0.5) -> None:
         super().__init__(num_tasks)
         if not (math.isfinite(beta) and 0.0 <= beta < 1.0):
-            raise UserError(f"weighting.beta (DB-MTL's EMA rate) must be in [0, 1) (got {beta})")
+            raise UserError(f"weighting.beta (DB-MTL's EMA rate) must be in [0, 1) (got {beta}); set e.g. "
+                            "weighting.beta=0.9 (the paper's)")
         if not (math.isfinite(beta_sigma) and beta_sigma >= 0):
             raise UserError(f"weighting.beta_sigma (decay exponent of the EMA rate) must be >= 0 (got {beta_sigma})")
         self.beta, self.beta_sigma = float(beta), float(beta_sigma)

@@ -37,7 +37,8 @@ class GradDrop(GradientWeighting):
     def __init__(self, num_tasks: int, leak: float = 0.0) -> None:
         super().__init__(num_tasks)
         if not (math.isfinite(leak) and 0.0 <= leak <= 1.0):
-            raise UserError(f"weighting.leak must be in [0, 1] (got {leak})")
+            raise UserError(f"weighting.leak must be in [0, 1] (got {leak}); set e.g. weighting.leak=0 "
+                            "(pure sign dropout, the paper's main setting)")
         self.leak = float(leak)
 
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Tensor:

@@ -37,7 +37,8 @@ class GradVac(GradientWeighting):
     def __init__(self, num_tasks: int, beta: float = 1e-2) -> None:
         super().__init__(num_tasks)
         if not (math.isfinite(beta) and 0.0 < beta <= 1.0):
-            raise UserError(f"weighting.beta (the EMA rate of the similarity targets) must be in (0, 1] (got {beta})")
+            raise UserError(f"weighting.beta (the EMA rate of the similarity targets) must be in (0, 1] (got {beta}); "
+                            "set e.g. weighting.beta=0.01 (the paper's)")
         self.beta = float(beta)
         self.register_buffer("targets", torch.zeros(num_tasks, num_tasks))
 

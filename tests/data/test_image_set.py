@@ -29,6 +29,16 @@ def test_batches_cover_the_split_once_in_a_seeded_order() -> None:
         assert torch.equal(images[:, 0, 0, 0].long(), targets["digit"])
 
 
+def test_skip_resumes_the_same_order_mid_epoch() -> None:
+    data = make_set(10)
+    def labels(skip: int) -> list[int]:
+        g = torch.Generator().manual_seed(3)
+        return [int(t) for _, y in data.batches(3, shuffle=True, generator=g, drop_last=True, skip=skip)
+                for t in y["digit"]]
+
+    assert labels(2) == labels(0)[6:] and len(labels(0)) == 9 and labels(3) == []
+
+
 def test_dataset_refuses_empty_and_unknown_splits_and_tasks() -> None:
     data = Dataset("toy", [TaskSpec("digit", "multiclass", 10)], {"train": make_set(), "val": make_set(0)},
                    (0.5,), (0.25,))

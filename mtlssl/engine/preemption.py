@@ -1,0 +1,86 @@
+"""Preemption: SIGTERM, SIGINT and SIGUSR1 ask a training loop to save ``last.pt`` at the next step boundary
+and stop, so a relaunch in the same run directory (what a SLURM requeue does) continues from that step.
+
+The handler only sets a flag: a checkpoint written from inside a signal handler could catch the model half
+way through an optimizer step. A second SIGINT (Ctrl-C twice) stops at once, without saving.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, try again; the relaunch resumes
+
+
+class Preempted(Exception):
+    """The run stopped on a signal after saving ``last.pt``; its message says how to continue."""
+
+    def __init__(self, signum: int, checkpoint: Path, where: str) -> None:
+        self.signum = signum
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} at {where}, after saving {checkpoint}; relaunch the same "
+            f"command with hydra.run.dir={checkpoint.parent.parent} to continue from there"
+        )
+
+
+class PreemptionGuard:
+    """``with PreemptionGuard() as preemption:`` ... ``if preemption.requested: save; preemption.stop(...)``.
+    Outside the main thread (where Python cannot install handlers) it never triggers."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: the user does not want to wait for the step
+        self.signum = signum
+        log.warning("%s received: saving last.pt at the end of this step, then stopping",
+                    signal.Signals(signum).name)
+
+    def __enter__(self) -> PreemptionGuard:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def stop(self, checkpoint: Path, where: str) -> None:
+        assert self.signum is not None
+        raise Preempted(self.signum, checkpoint, where)
+
+
+def periodic_save(every: int, stepped: bool, step: int) -> bool:
+    """Whether this optimizer step is one of the ``trainer.checkpoint_every_steps`` (0: never between epochs)."""
+    return bool(every) and stepped and step % every == 0
+
+
+def epoch_position(batch: int, loss_sum: Tensor, counted: int, *generators: torch.Generator | None) -> dict[str, Any]:
+    """What a checkpoint between epoch ends needs to continue the epoch exactly: the batches done, the running
+    loss sums, and the epoch's random generators (the batch order is re-derived from the seed)."""
+    return {"batch": batch, "loss_sum": loss_sum.detach().cpu(), "counted": counted,
+            "generators": [g.get_state() if g is not None else None for g in generators]}
+
+
+def restore_generators(position: dict[str, Any], *generators: torch.Generator | None) -> None:
+    for g, state in zip(generators, position["generators"], strict=True):
+        if g is not None and state is not None:
+            g.set_state(state)
