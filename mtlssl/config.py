@@ -27,6 +27,11 @@ def sweep_subdir(overrides: str, seed: Any) -> str:
 OmegaConf.register_new_resolver("mtlssl_sweep_subdir", sweep_subdir, replace=True)
 
 
+def override_key(override: str) -> str:
+    """The config key a command-line override sets (``+a.b=1``, ``~a.b`` and ``++a.b=1`` all set ``a.b``)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def config_dir() -> Path:
     """The packaged configs (``mtlssl/conf`` in a wheel) or the source tree's ``conf/`` (editable installs)."""
     here = Path(__file__).resolve().parent

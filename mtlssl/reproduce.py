@@ -35,7 +35,7 @@ import yaml
 from rich.table import Table
 from rich.text import Text
 
-from mtlssl.config import config_dir
+from mtlssl.config import config_dir, override_key
 from mtlssl.errors import UserError
 from mtlssl.reporting import provenance
 from mtlssl.reporting.console import console, fmt
@@ -80,11 +80,6 @@ def _load_yaml(path: Path, run_dir: Path) -> Any:
         raise _not_a_run(run_dir, f"no .hydra/{path.name}") from None
     except (OSError, yaml.YAMLError) as err:
         raise UserError(f"cannot read {path}: {err}") from err
-
-
-def override_key(override: str) -> str:
-    """The config key an override sets (``+a.b=1``, ``~a.b`` and ``++a.b=1`` all set ``a.b``)."""
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def replayable(overrides: list[str]) -> list[str]:

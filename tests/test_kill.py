@@ -129,6 +129,6 @@ def test_sigterm_from_outside_saves_and_exits_75(tmp_path: Path) -> None:
     output = job.communicate(timeout=120)[0]
     assert job.returncode == EXIT_PREEMPTED, output[-3000:]
     text = " ".join(output.split())
-    assert "stopped by SIGTERM at epoch" in text and f"hydra.run.dir={tmp_path}" in text
+    assert "stopped by SIGTERM at " in text and f"hydra.run.dir={tmp_path}" in text  # mid-epoch or at its end
     saved = load_checkpoint(last, "preempted run")
     assert 0 < saved["step"] < 200 * 4 and not (tmp_path / "metrics.json").exists()

@@ -30,7 +30,7 @@ def commit_with_head_configs() -> str | None:
     """An ancestor of HEAD whose conf/ is the working tree's, so today's code runs it: replaying it must change
     nothing. (None right after a commit that changed conf/, until the next commit leaves it alone.)"""
     for commit in (git("rev-list", "--max-count=30", "HEAD~1") or "").split():
-        if git("diff", "--quiet", commit, "--", "conf") is not None:
+        if git("diff", "--quiet", commit, "--", ":/conf") is not None:  # :/ = from the top of the repository
             return commit
     return None
 
@@ -110,7 +110,8 @@ def test_out_must_be_a_new_directory(original: Path, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [] and files(original) == before and set(original.parent.iterdir()) == siblings
 
 
-@pytest.mark.skipif(commit_with_head_configs() is None, reason="needs a git checkout with history")
+@pytest.mark.skipif(commit_with_head_configs() is None,
+                    reason="needs a git checkout whose HEAD~1 or earlier has the current conf/")
 def test_a_run_from_another_commit_replays_that_commits_configs(original: Path, tmp_path: Path) -> None:
     commit = commit_with_head_configs()
     copy = tmp_path / "copy"

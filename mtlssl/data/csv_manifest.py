@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import csv as csvlib
 import math
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ from mtlssl.errors import UserError
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test",
                "unlabeled": "unlabeled", "unlabelled": "unlabeled"}
 TASK_KEYS = ("kind", "column", "num_outputs")
+MAX_OUTPUTS = 2**24  # far beyond any real head; a bigger num_outputs is a typo, and class ids stay exact in floats
+FLOAT32_MAX = torch.finfo(torch.float32).max  # targets are float32: a larger value would become inf
 
 
 @dataclass(frozen=True)
@@ -73,15 +76,29 @@ def _at(manifest: Path, row: Row, column: str) -> str:
 # --- reading and checking the manifest ---------------------------------------------------------------------
 
 
+def _blank(cells: list[str]) -> bool:
+    return not any(c.strip() for c in cells)
+
+
+def _header(reader: Iterator[list[str]], manifest: Path) -> list[str]:
+    """The first non-blank line's column names; a name given twice is an error (one column would hide the other)."""
+    header = next(([c.strip() for c in cells] for cells in reader if not _blank(cells)), [])
+    repeated = sorted(name for name, n in Counter(header).items() if name and n > 1)
+    if repeated:
+        raise UserError(f"{manifest}: column(s) {', '.join(map(repr, repeated))} appear more than once in the header; "
+                        "give every column its own name")
+    return header
+
+
 def _read(manifest: Path) -> tuple[list[str], list[Row]]:
     """The header and the rows; a row with the wrong number of cells is an error (a stray comma shifts labels)."""
     try:
         with manifest.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often write a BOM
             reader = csvlib.reader(f)
-            header = [h.strip() for h in next(reader, [])]
+            header = _header(reader, manifest)
             rows = []
             for number, cells in enumerate(reader, start=1):
-                if not any(c.strip() for c in cells):
+                if _blank(cells):
                     continue  # blank lines are not images
                 if len(cells) != len(header):
                     raise UserError(f"{manifest}: row {number} (line {reader.line_num}) has {len(cells)} cells for "
@@ -100,6 +117,9 @@ def _read(manifest: Path) -> tuple[list[str], list[Row]]:
 
 def _parse_tasks(tasks: Mapping[str, Any] | None, manifest: Path) -> list[TaskColumns]:
     """The ``tasks`` config -> task specs with their columns, every mistake named with its fix."""
+    if tasks is not None and not isinstance(tasks, Mapping):
+        raise UserError(f"{manifest}: data.tasks must be a mapping {{name: {{kind, column, num_outputs}}}}, got "
+                        f"{type(tasks).__name__}; see conf/data/csv.yaml")
     parsed = []
     for name, declared in (tasks or {}).items():
         where = f"{manifest}: data.tasks.{name}"
@@ -111,10 +131,27 @@ def _parse_tasks(tasks: Mapping[str, Any] | None, manifest: Path) -> list[TaskCo
         kind = declared.get("kind")
         if kind not in KINDS:
             raise UserError(f"{where}.kind={kind!r} is not a task kind; use one of {', '.join(KINDS)}")
-        column = declared.get("column", name)  # the column defaults to the task's name
-        columns = (column,) if isinstance(column, str) else tuple(str(c) for c in column)
-        parsed.append(TaskColumns(_task_spec(str(name), kind, columns, declared.get("num_outputs"), where), columns))
+        columns = _columns(declared.get("column", str(name)), where)  # the column defaults to the task's name
+        num_outputs = declared.get("num_outputs")
+        if num_outputs is not None and (isinstance(num_outputs, bool) or not isinstance(num_outputs, int)
+                                        or num_outputs > MAX_OUTPUTS):
+            raise UserError(f"{where}.num_outputs={num_outputs!r} is not a whole number of outputs (1..{MAX_OUTPUTS}); "
+                            "give the number of classes or outputs, e.g. 3")
+        parsed.append(TaskColumns(_task_spec(str(name), kind, columns, num_outputs, where), columns))
     return parsed
+
+
+def _columns(column: Any, where: str) -> tuple[str, ...]:
+    """A task's column name(s): a name or a list of names (numbers count as names: YAML reads ``2019`` as int)."""
+    def is_name(c: Any) -> bool:
+        return isinstance(c, str | int) and not isinstance(c, bool)
+
+    if is_name(column):
+        return (str(column),)
+    if isinstance(column, Sequence) and all(is_name(c) for c in column):
+        return tuple(str(c) for c in column)
+    raise UserError(f"{where}.column={column!r} is not a column name or a list of names; name the column(s) "
+                    "holding the label")
 
 
 def _task_spec(name: str, kind: str, columns: tuple[str, ...], num_outputs: int | None, where: str) -> TaskSpec:
@@ -130,7 +167,10 @@ def _task_spec(name: str, kind: str, columns: tuple[str, ...], num_outputs: int 
         raise UserError(f"{where}.num_outputs={num_outputs} does not match its {len(columns)} column(s); "
                         "drop num_outputs or list one column per output")
     default = 1 if kind == "binary" else len(columns)
-    return TaskSpec(name, kind, int(num_outputs if num_outputs is not None else default))  # type: ignore[arg-type]
+    try:
+        return TaskSpec(name, kind, num_outputs if num_outputs is not None else default)  # type: ignore[arg-type]
+    except UserError as err:  # e.g. too few classes: say where it was declared
+        raise UserError(f"{where}: {err}") from err
 
 
 def _check_columns(header: list[str], needed: dict[str, str], manifest: Path) -> None:
@@ -160,7 +200,7 @@ def _class_id(cell: str, classes: int) -> tuple[int | None, str]:
     if value is None or not value.is_integer():
         return None, f"'{cell}' is not an integer class id"
     if not 0 <= value < classes:
-        return None, f"class id {int(value)} is out of range 0..{classes - 1}"
+        return None, f"class id {cell} is out of range 0..{classes - 1}"
     return int(value), ""
 
 
@@ -168,6 +208,8 @@ def _value(kind: str, cell: str) -> tuple[float | None, str]:
     """A binary / multilabel / regression cell -> (value, "") or (None, what is wrong)."""
     if kind == "regression":
         value = _number(cell)
+        if value is not None and abs(value) > FLOAT32_MAX:
+            return None, f"'{cell}' is too large for a float32 target (|value| <= {FLOAT32_MAX:.3g})"
         return value, "" if value is not None else f"'{cell}' is not a finite number"
     if cell.lower() in ("true", "false"):
         return float(cell.lower() == "true"), ""
@@ -220,9 +262,20 @@ def _image_paths(rows: list[Row], column: str, base: Path, manifest: Path) -> li
         cell = row.cells[column]
         if not cell:
             raise UserError(f"{_at(manifest, row, column)}: the image path is empty; every row needs an image")
-        path = Path(cell).expanduser()
+        if "\0" in cell:
+            raise UserError(f"{_at(manifest, row, column)}: the image path contains a NUL character; fix the cell")
+        path = _expand(cell)
         paths.append(path if path.is_absolute() else base / path)
     return paths
+
+
+def _expand(text: str) -> Path:
+    """``text`` as a path with ``~`` expanded; an unknown ``~user`` stays as written (pathlib would raise
+    RuntimeError), so the missing file is reported where it is listed."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return Path(text)
 
 
 def _split_names(rows: list[Row], column: str, manifest: Path) -> list[str]:
@@ -285,7 +338,7 @@ def csv(
     ``root``: the folder relative image paths start from (None: the manifest's folder).
     """
     check_pixels("csv", channels, mean, std)
-    path = Path(manifest).expanduser()
+    path = _expand(manifest)
     task_columns = _parse_tasks(tasks, path)
     header, rows = _read(path)
     needed = {image_column: "data.image_column"}
@@ -299,7 +352,7 @@ def csv(
     label_rows = torch.tensor([i for i, name in enumerate(names) if name != "unlabeled"], dtype=torch.long)
     targets = {k: _full(v, label_rows, len(rows)) for k, v in _targets(task_columns, labelled, path).items()}
 
-    base = Path(root).expanduser() if root else path.parent
+    base = _expand(root) if root else path.parent
     paths = _image_paths(rows, image_column, base, path)
     images = load_images("csv", paths, size=size, channels=channels, center_crop=center_crop,
                          num_workers=num_workers, cache_dir=cache_dir,

@@ -28,14 +28,17 @@ import json
 import math
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from mtlssl.config import override_key
 from mtlssl.data.tasks import HIGHER_IS_BETTER
 from mtlssl.errors import UserError
 from mtlssl.metrics.mtl_summary import delta_m, delta_p
@@ -46,6 +49,13 @@ from mtlssl.reporting.files import write_atomic
 _IGNORED_KEYS = ("seed", "resume", "device", "sweep_name", "objective", "launcher", "hparams_search")
 # A pipeline's metrics.json holds one train-mtl result per encoder init; each is summarised as its own group.
 PIPELINE_VARIANTS = ("pretrained", "scratch")
+# A run's overrides.yaml and metrics.json are kilobytes; a bigger file is not one a run wrote, and is not parsed.
+MAX_FILE_BYTES = 32 * 2**20
+# Hydra writes overrides.yaml as a flat list of strings; PyYAML's time grows faster than quadratically with the
+# nesting depth of [ and { (up to the recursion limit, which tests and torch raise), so deep nesting is refused.
+MAX_YAML_BRACKETS = 512
+# Scores beyond this are a diverged run's, like inf, and are left out: means and stds over seeds would overflow.
+MAX_SCORE = 1e300
 
 
 @dataclass(frozen=True)
@@ -123,48 +133,83 @@ def find_run_dirs(dirs: list[Path]) -> list[Path]:
     return sorted(found)
 
 
-def _key(override: str) -> str:
-    """The config key an override sets (``+a.b=1``, ``~a.b`` and ``++a.b=1`` all set ``a.b``)."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def group_overrides(overrides: list[str]) -> tuple[str, ...]:
     """The overrides that tell methods apart: all but the seed, Hydra's own and those of _IGNORED_KEYS; sorted."""
     return tuple(sorted(o for o in overrides
-                        if _key(o) not in _IGNORED_KEYS and not _key(o).startswith("hydra.")))
+                        if override_key(o) not in _IGNORED_KEYS and not override_key(o).startswith("hydra.")))
+
+
+def _text(s: str) -> str:
+    """``s`` safe to write as UTF-8: YAML and JSON escapes can make lone surrogates, which no file can hold."""
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _finite(value: Any) -> float | None:
+    """A JSON number as a float within ±MAX_SCORE; None for anything else (bools, text, NaN, inf, huge ints)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and abs(number) <= MAX_SCORE else None
 
 
 def _split_metrics(raw: dict, split: str) -> dict[str, float]:
-    """``task/metric -> value`` for the split's per-task metrics; losses and non-finite values left out."""
+    """``task/metric -> value`` for the split's per-task metrics; losses and non-finite (or absurdly large, see
+    ``MAX_SCORE``) values left out."""
     out = {}
     for key, value in raw.items():
         parts = key.split("/")
         if len(parts) != 3 or parts[0] != split or "loss" in parts[2]:
             continue
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[f"{parts[1]}/{parts[2]}"] = float(value)
+        number = _finite(value)
+        if number is not None:
+            out[_text(f"{parts[1]}/{parts[2]}")] = number
     return out
+
+
+def _parse(file: Path, parse: Callable[[str], Any]) -> tuple[Any, str]:
+    """``parse`` of a small UTF-8 file, or (None, why not): no content may stop the summary. A size cap
+    bounds the work; deep nesting raises RecursionError in both parsers."""
+    try:
+        with file.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            return None, f"larger than {MAX_FILE_BYTES >> 20} MB"
+        return parse(data.decode("utf-8")), ""
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as err:  # ValueError: UnicodeDecodeError, JSON
+        lines = _text(str(err)).strip().splitlines()  # YAML errors span several lines; the first says what
+        return None, f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def _load_overrides(text: str) -> Any:
+    """``yaml.safe_load`` of an overrides.yaml, refusing flow nesting deep enough to take seconds."""
+    if text.count("[") + text.count("{") > MAX_YAML_BRACKETS:
+        raise ValueError(f"more than {MAX_YAML_BRACKETS} '[' or '{{'; Hydra writes a flat list of overrides")
+    return yaml.safe_load(text)
 
 
 def load_run(path: Path, split: str) -> list[Run | Failed]:
     """A run's overrides and metrics, or why it cannot be used (a crashed job must not stop the summary).
     A pipeline run gives one run per train-mtl variant, told apart by an ``init=pretrained|scratch`` label."""
-    try:
-        overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
-    except (OSError, yaml.YAMLError) as err:
-        return [Failed(path, f"unreadable .hydra/overrides.yaml ({type(err).__name__})")]
-    if not isinstance(overrides, list):
-        return [Failed(path, ".hydra/overrides.yaml is not a list of overrides")]
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    overrides, problem = _parse(overrides_file, _load_overrides) if overrides_file.is_file() else (None, "not a file")
+    if problem:
+        return [Failed(path, f"unreadable .hydra/overrides.yaml ({problem})")]
+    overrides = [] if overrides is None else overrides  # an empty file: no overrides
+    # Only strings: Hydra writes nothing else, and str() of a YAML alias bomb would take forever.
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        return [Failed(path, ".hydra/overrides.yaml is not a list of overrides (strings like 'seed=1')")]
     metrics_file = path / "metrics.json"
     if not metrics_file.is_file():
         return [Failed(path, "no metrics.json (the job failed or has not finished)")]
-    try:
-        raw = json.loads(metrics_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return [Failed(path, f"unreadable or truncated metrics.json ({err})")]
+    raw, problem = _parse(metrics_file, json.loads)
+    if problem:
+        return [Failed(path, f"unreadable or truncated metrics.json ({problem})")]
     if not isinstance(raw, dict):
         return [Failed(path, "metrics.json is not a JSON object")]
-    grouping = group_overrides([str(o) for o in overrides])
+    grouping = group_overrides([_text(o) for o in overrides])
     variants = {"": raw}
     if raw.get("stage") == "pipeline":
         variants = {f"init={name}": raw[name] for name in PIPELINE_VARIANTS if isinstance(raw.get(name), dict)}
@@ -213,7 +258,7 @@ def make_groups(runs: list[Run]) -> list[Group]:
 
 def _baseline_task(group: Group) -> str | None:
     """The task of a single-task baseline: every run scores one task, named by a one-element ``tasks=`` override."""
-    tasks_value = [o.split("=", 1)[1] for o in group.overrides if _key(o) == "tasks" and "=" in o]
+    tasks_value = [o.split("=", 1)[1] for o in group.overrides if override_key(o) == "tasks" and "=" in o]
     if len(tasks_value) != 1:
         return None
     named = [t.strip().strip("'\"") for t in tasks_value[0].strip().strip("[]").split(",") if t.strip()]
@@ -226,7 +271,8 @@ def _pick_baseline(group: Group, candidates: list[Group], notes: list[str]) -> G
     """Of several baselines for one task, the one whose other overrides the group shares (e.g. the same
     encoder init); the first by label if that does not decide."""
     if len(candidates) > 1:
-        shared = [c for c in candidates if {o for o in c.overrides if _key(o) != "tasks"} <= set(group.overrides)]
+        mine = set(group.overrides)
+        shared = [c for c in candidates if {o for o in c.overrides if override_key(o) != "tasks"} <= mine]
         candidates = shared if len(shared) == 1 else candidates
         if len(candidates) > 1:
             notes.append(f"{group.label}: several single-task baselines for '{candidates[0].baseline_task}'; "
@@ -341,6 +387,11 @@ def to_markdown(summary: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _literal(text: str) -> str:
+    """Text as matplotlib should print it: ``$`` would start mathtext (and bad TeX raises)."""
+    return text.replace("$", r"\$")
+
+
 def write_plot(summary: Summary, path: Path) -> bool:
     """A bar per group with std error bars, one panel per task metric; only when matplotlib is installed
     (it is not a dependency). Returns whether the file was written."""
@@ -357,8 +408,8 @@ def write_plot(summary: Summary, path: Path) -> bool:
         having = [g for g in summary.groups if key in g.stats]
         ax.bar(range(len(having)), [g.stats[key].mean for g in having], yerr=[g.stats[key].std for g in having],
                capsize=3)
-        ax.set_xticks(range(len(having)), [g.label for g in having], rotation=60, ha="right", fontsize=7)
-        ax.set_title(key, fontsize=9)
+        ax.set_xticks(range(len(having)), [_literal(g.label) for g in having], rotation=60, ha="right", fontsize=7)
+        ax.set_title(_literal(key), fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)

@@ -204,12 +204,18 @@ def _bad(tmp_path: Path, manifest: Path, row: int, column: str, value: str) -> P
     (4, "species", "1.5", "'1.5' is not an integer"),
     (4, "species", "cat", "'cat' is not an integer"),
     (1, "x", "nan", "'nan' is not a finite number"),
+    (3, "species", "nan", "'nan' is not an integer class id"),
+    (5, "tail", "nan", "'nan' is not 0 or 1"),
+    (1, "x", "1e308", "'1e308' is too large for a float32 target"),  # finite, but inf once stored as float32
+    (3, "species", "1e400", "'1e400' is not an integer class id"),
     (1, "y", "abc", "'abc' is not a finite number"),
     (5, "tail", "2", "'2' is not 0 or 1"),
     (6, "tag_b", "yes", "'yes' is not 0 or 1"),
     (6, "tag_b", "", "empty and filled cells"),
     (7, "image", "img/nope.png", "cannot be read"),
     (7, "image", "", "image path is empty"),
+    (7, "image", "img/a\x00.png", "contains a NUL character"),
+    (7, "image", "~no_such_user_xyz/0.png", "cannot be read"),  # pathlib's expanduser raised RuntimeError
     (8, "split", "training", "split 'training' is not one of"),
 ])
 def test_bad_cells_name_the_row_and_column(tmp_path: Path, manifest: Path, row: int, column: str, value: str,
@@ -244,11 +250,32 @@ def test_missing_column(manifest: Path) -> None:
     ({"kind": "binary", "column": ["tag_a", "tag_b"]}, "reads one column"),
     ({"kind": "multilabel", "column": ["tag_a", "tag_b"], "num_outputs": 3}, "does not match"),
     ({"kind": "binary", "colum": "tail"}, "unknown key"),
+    ({"kind": "binary", "column": None}, "column=None is not a column name"),
+    ({"kind": "regression", "column": {"x": 1}}, "is not a column name or a list of names"),
+    ({"kind": "multiclass", "column": "species", "num_outputs": "abc"}, "num_outputs='abc' is not a whole number"),
+    ({"kind": "multiclass", "column": "species", "num_outputs": 2.5}, "num_outputs=2.5 is not a whole number"),
+    ({"kind": "multiclass", "column": "species", "num_outputs": float("inf")}, "is not a whole number"),
+    ({"kind": "multiclass", "column": "species", "num_outputs": 1}, "num_outputs=1 is too small"),
+    ({"kind": "binary", "column": "tail", "num_outputs": 2}, "a binary task has num_outputs=1"),
 ])
 def test_bad_task_declarations(manifest: Path, task: dict, message: str) -> None:
     with pytest.raises(UserError, match=message) as err:
         build(manifest, tasks={"t": task})
     assert "data.tasks.t" in str(err.value)
+
+
+def test_tasks_must_be_a_mapping(manifest: Path) -> None:
+    with pytest.raises(UserError, match="data.tasks must be a mapping .* got list"):
+        build(manifest, tasks=["species"])
+
+
+def test_repeated_column_names_and_leading_blank_lines(manifest: Path, tmp_path: Path) -> None:
+    rows = rows_of(manifest)
+    with pytest.raises(UserError, match="column\\(s\\) 'x' appear more than once in the header"):
+        build(write_manifest(tmp_path / "data" / "dup.csv", [*HEADER[:-1], "x"], rows))  # tag_b -> x: one hides
+    blank_first = tmp_path / "data" / "blank.csv"
+    blank_first.write_text("\n \n" + manifest.read_text())  # blank lines before the header are skipped
+    assert build(blank_first).splits["train"].targets["species"].tolist() == [0, -1, 2, 1, 2, 0]
 
 
 def test_empty_split_and_bad_shapes(manifest: Path, tmp_path: Path) -> None:
