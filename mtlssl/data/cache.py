@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from mtlssl.errors import UserError
 from mtlssl.reporting.files import atomic_open
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,6 @@ def cached(key: dict[str, Any], build: Callable[[], Any], cache_dir: str | Path 
     try:
         with atomic_open(path) as f:
             torch.save(value, f)
-    except OSError as err:  # a read-only cache is slower, not wrong
+    except UserError as err:  # a read-only or full cache is slower, not wrong (atomic_open says why)
         log.warning("could not write cache file %s (%s)", path, err)
     return value

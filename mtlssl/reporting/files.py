@@ -12,22 +12,30 @@ from typing import Any, BinaryIO
 
 from omegaconf import DictConfig, OmegaConf
 
+from mtlssl.errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     """A binary file that replaces ``path`` only once it is complete: written to a temporary file beside it,
-    fsynced, then renamed. A reader never sees a half-written file, and on any failure the old one stays."""
+    fsynced, then renamed. A reader never sees a half-written file, and on any failure the old one stays.
+    A failed write (a full disk, a vanished directory) is a UserError that says so."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        kept = "the previous one is unchanged" if path.exists() else "nothing was written"
+        raise UserError(f"cannot write {path} ({err.strerror or err}); {kept}. Free disk space or choose a "
+                        "writable directory (hydra.run.dir=<dir>), then relaunch to resume") from err
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the directory itself could not be made
+            tmp.unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:

@@ -64,3 +64,8 @@ def test_cache_builds_once_and_rebuilds_a_corrupt_entry(tmp_path: Path) -> None:
     assert torch.equal(cached(key, build, tmp_path)["x"], torch.arange(3)) and len(calls) == 2
     cached(key, build, None)
     assert len(calls) == 3
+
+
+def test_an_unwritable_cache_is_slower_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("in the way")
+    assert cached({"name": "toy"}, lambda: {"x": torch.ones(2)}, tmp_path / "afile" / "cache")["x"].sum() == 2

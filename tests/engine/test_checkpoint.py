@@ -26,7 +26,8 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=r"cannot write .*last.pt \(No space left on device\); the previous one is "
+                                        "unchanged"):
         save_checkpoint({"kind": "mtl", "epoch": 2}, path)
     assert load_checkpoint(path, "ckpt")["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
