@@ -27,6 +27,11 @@ def sweep_subdir(overrides: str, seed: Any) -> str:
 OmegaConf.register_new_resolver("mtlssl_sweep_subdir", sweep_subdir, replace=True)
 
 
+# Overrides that say how a job runs, not what it trains (conf/common.yaml leaves them out of sweep directory
+# names too): summarize does not group by them and reproduce does not replay them.
+RUN_MANAGEMENT_KEYS = ("resume", "sweep_name", "objective", "launcher", "hparams_search")
+
+
 def override_key(override: str) -> str:
     """The config key a command-line override sets (``+a.b=1``, ``~a.b`` and ``++a.b=1`` all set ``a.b``)."""
     return override.split("=", 1)[0].lstrip("+~")

@@ -35,14 +35,15 @@ import yaml
 from rich.table import Table
 from rich.text import Text
 
-from mtlssl.config import config_dir, override_key
+from mtlssl.config import RUN_MANAGEMENT_KEYS, config_dir, override_key
 from mtlssl.errors import UserError
 from mtlssl.reporting import provenance
 from mtlssl.reporting.console import console, fmt
 
 # hydra.job.name -> the umbrella's stage name
 STAGES = {"pretrain": "pretrain", "train_mtl": "train-mtl", "eval": "eval", "pipeline": "pipeline"}
-NOT_REPLAYED = ("resume", "sweep_name")  # run management: a replay starts a new run, it continues nothing
+# How the original ran, not what it trained: a replay is one new run, with no launcher or search.
+NOT_REPLAYED = RUN_MANAGEMENT_KEYS
 SKIPPED_KEYS = ("history", "config")  # per-epoch records and the config itself are not results
 GIT_TIMEOUT_S = 60.0
 
@@ -87,13 +88,21 @@ def replayable(overrides: list[str]) -> list[str]:
             and not re.match(r"hydra([./]|$)", override_key(o))]
 
 
+def first_launch(path: Path) -> Path:
+    """The Hydra record of the launch that made the run: a relaunch (a resume) keeps the earlier ones in
+    ``.hydra/previous/<n>/`` (mtlssl.engine.run_dir_guard), and provenance.json's commit is the first's too."""
+    first = path / ".hydra" / "previous" / "1"
+    return first if (first / "overrides.yaml").is_file() else path / ".hydra"
+
+
 def load_run(path: Path) -> RecordedRun:
     if not path.exists():
         raise UserError(f"'{path}' does not exist; give a run directory (e.g. outputs/train_mtl/<date>/<time>)")
     if not path.is_dir():
         raise _not_a_run(path, "not a directory")
-    hydra_cfg = (_load_yaml(path / ".hydra" / "hydra.yaml", path) or {}).get("hydra") or {}
-    overrides = _load_yaml(path / ".hydra" / "overrides.yaml", path) or []
+    record = first_launch(path)
+    hydra_cfg = (_load_yaml(record / "hydra.yaml", path) or {}).get("hydra") or {}
+    overrides = _load_yaml(record / "overrides.yaml", path) or []
     name = (hydra_cfg.get("job") or {}).get("name")
     if name not in STAGES:
         raise _not_a_run(path, f"made by '{name}', which is not an mtlssl stage ({', '.join(STAGES)})")
@@ -140,7 +149,7 @@ def archived_configs(commit: str, dest: Path) -> Path | None:
 def choose_configs(recorded: dict[str, Any] | None, now: dict[str, Any], dest: Path) -> tuple[Path | None, list[str]]:
     """The config directory to replay with (None: the current one) and the notes on what differs."""
     if recorded is None:
-        return None, ["the run has no provenance.json (it predates it, or eval made it): its commit and working "
+        return None, ["the run has no provenance.json (it predates it): its commit and working "
                       "directory are unknown; replaying with the current configs in the current directory"]
     notes, commit, current = [], recorded.get("commit"), now.get("commit")
     if recorded.get("dirty"):

@@ -22,7 +22,7 @@ from mtlssl.engine.run_dir_guard import RunDirGuard
 from mtlssl.engine.runtime import Runtime
 from mtlssl.errors import UserError
 from mtlssl.stages import evaluate, pretrain, train_mtl
-from tests.conftest import TINY, tiny
+from tests.conftest import TINY, TINY_TRAIN, tiny
 from tests.test_cli import own_outputs, run_cli
 
 RUN = {"pretrain": pretrain.run, "train_mtl": train_mtl.run, "eval": evaluate.run}
@@ -378,3 +378,15 @@ def test_cli_refuses_a_bad_hyper_parameter(tmp_path: Path) -> None:
     out = run_cli("mtlssl", "pretrain", *TINY, "ssl.temperature=0", "hydra.run.dir=run", cwd=tmp_path)
     one_message(out, "ssl.temperature must be > 0 (got 0); set e.g. ssl.temperature=0.5")
     assert not list((tmp_path / "run").rglob("*.pt"))
+
+
+def test_cli_a_relaunch_the_stage_refuses_keeps_the_runs_hydra_record(tmp_path: Path) -> None:
+    """Hydra rewrites .hydra/ before the stage can refuse (here: another weighting method); the record, which
+    reproduce reads, must still be the launch that made the run."""
+    launch = [*TINY, *TINY_TRAIN, "hydra.run.dir=run"]
+    assert run_cli("mtlssl", "train-mtl", *launch, cwd=tmp_path).returncode == 0
+    record = {p.name: p.read_bytes() for p in (tmp_path / "run" / ".hydra").glob("*.yaml")}
+    out = run_cli("mtlssl", "train-mtl", *launch, "weighting=uncertainty", cwd=tmp_path)
+    one_message(out, "was trained with weighting._target_=mtlssl.weighting.equal.Equal, not")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run" / ".hydra").glob("*.yaml")} == record
+    assert not (tmp_path / "run" / ".hydra" / "previous").exists()

@@ -55,7 +55,11 @@ def mtl_backward(
     on_features = options.grad_space == "features"
     inputs = [features] if on_features else shared
     jac = jacobian(scaled, inputs, options.jacobian, options.jacobian_chunk).float() / scale
-    direction = weighting.aggregate(jac, losses.detach().float())
+    if torch.isfinite(jac).all():
+        direction = weighting.aggregate(jac, losses.detach().float())
+    else:  # fp16 overflow or a NaN: the method's state (EMAs, targets) must never see it. NaN gradients make the
+        # grad scaler skip the step, or the non-finite guard stop or skip it.
+        direction = torch.full(jac.shape[1:], torch.nan, device=jac.device)
     head_grads = torch.autograd.grad(scaled.sum() * grad_scale, heads, retain_graph=on_features) if heads else ()
     for p, g in zip(heads, head_grads, strict=True):
         p.grad = g if p.grad is None else p.grad.add_(g)

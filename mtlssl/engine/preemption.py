@@ -17,9 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mtlssl.errors import UserError
+
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+# SIGUSR2 is what submitit (launcher=slurm) sends before a time limit: saved here, then handed on to it to requeue.
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, try again; the relaunch resumes
 
 
@@ -28,10 +31,7 @@ class Preempted(Exception):
 
     def __init__(self, signum: int, checkpoint: Path, where: str) -> None:
         self.signum = signum
-        super().__init__(
-            f"stopped by {signal.Signals(signum).name} at {where}, after saving {checkpoint}; relaunch the same "
-            f"command with hydra.run.dir={checkpoint.parent.parent} to continue from there"
-        )
+        super().__init__(f"stopped by {signal.Signals(signum).name} at {where}, after saving {checkpoint}")
 
 
 class PreemptionGuard:
@@ -64,7 +64,14 @@ class PreemptionGuard:
         self._previous = {}
 
     def stop(self, checkpoint: Path, where: str) -> None:
+        """After saving: hand the signal to the handler it displaced, if that was a Python one (submitit's
+        requeues the job and exits), then stop."""
         assert self.signum is not None
+        previous = self._previous.get(self.signum)
+        self.__exit__()
+        if callable(previous) and previous is not signal.default_int_handler:
+            log.info("%s: handing over to %s after saving", signal.Signals(self.signum).name, previous)
+            previous(self.signum, None)
         raise Preempted(self.signum, checkpoint, where)
 
 
@@ -73,11 +80,23 @@ def periodic_save(every: int, stepped: bool, step: int) -> bool:
     return bool(every) and stepped and step % every == 0
 
 
-def epoch_position(batch: int, loss_sum: Tensor, counted: int, *generators: torch.Generator | None) -> dict[str, Any]:
+def epoch_position(batch: int, layout: dict[str, int], loss_sum: Tensor, counted: int,
+                   *generators: torch.Generator | None) -> dict[str, Any]:
     """What a checkpoint between epoch ends needs to continue the epoch exactly: the batches done, the running
-    loss sums, and the epoch's random generators (the batch order is re-derived from the seed)."""
-    return {"batch": batch, "loss_sum": loss_sum.detach().cpu(), "counted": counted,
+    loss sums, and the epoch's random generators (the batch order is re-derived from the seed). ``layout``
+    (seed, batch sizes, batches per epoch) must be the same when it continues."""
+    return {"batch": batch, "layout": layout, "loss_sum": loss_sum.detach().cpu(), "counted": counted,
             "generators": [g.get_state() if g is not None else None for g in generators]}
+
+
+def check_layout(position: dict[str, Any] | None, layout: dict[str, int]) -> None:
+    """Refuse to continue an epoch under another batch layout: the batches left would not be the ones left."""
+    if position is None or position.get("layout", layout) == layout:
+        return
+    then = ", ".join(f"{k}={v}" for k, v in position["layout"].items())
+    raise UserError(f"the run stopped mid-epoch with {then}, but this launch has "
+                    f"{', '.join(f'{k}={v}' for k, v in layout.items())}; relaunch with the former to finish the epoch "
+                    "(settings may change at an epoch end), or use a new hydra.run.dir")
 
 
 def restore_generators(position: dict[str, Any], *generators: torch.Generator | None) -> None:

@@ -98,6 +98,24 @@ def check_writable(path: Path, key: str) -> None:
         raise UserError(f"{path} is not writable ({reason}); choose another with {key}=<dir>") from err
 
 
+# The copy this process made (a relaunch), so that a launch the stage then refuses can be undone.
+_launch_copy: Path | None = None
+
+
+def undo_refused_launch() -> None:
+    """Put the previous launch's ``.hydra/*.yaml`` back: the stage refused this relaunch (e.g. another method),
+    so the run's record, which ``mtlssl reproduce`` reads, must stay the launch that made it."""
+    global _launch_copy
+    if _launch_copy is None or not _launch_copy.is_dir():
+        return
+    for record in _launch_copy.glob("*.yaml"):
+        shutil.copy2(record, _launch_copy.parent.parent / record.name)
+    shutil.rmtree(_launch_copy)
+    if not any(_launch_copy.parent.iterdir()):  # .hydra/previous/ held only this launch's copy
+        _launch_copy.parent.rmdir()
+    _launch_copy = None
+
+
 def keep_previous_launch(run_dir: Path) -> Path | None:
     """Copy the previous launch's ``.hydra/*.yaml`` to ``.hydra/previous/<n>/`` (n = 1, 2, ...), since Hydra is
     about to overwrite them; returns the copy, or None when there was nothing to keep."""
@@ -119,7 +137,8 @@ def guard_run_dir(run_dir: Path, stage: str, resume: Any) -> None:
         check_stage(run_dir, stage)
         check_resume(run_dir, resume)
     check_writable(run_dir, "hydra.run.dir")
-    keep_previous_launch(run_dir)
+    global _launch_copy
+    _launch_copy = keep_previous_launch(run_dir)
 
 
 def _refuse(stage: str, err: UserError) -> None:

@@ -38,7 +38,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mtlssl.config import override_key
+from mtlssl.config import RUN_MANAGEMENT_KEYS, override_key
 from mtlssl.data.tasks import HIGHER_IS_BETTER
 from mtlssl.errors import UserError
 from mtlssl.metrics.mtl_summary import delta_m, delta_p
@@ -46,7 +46,7 @@ from mtlssl.reporting.console import console, fmt
 from mtlssl.reporting.files import write_atomic
 
 # Overrides that vary between repeats of one method rather than between methods.
-_IGNORED_KEYS = ("seed", "resume", "device", "sweep_name", "objective", "launcher", "hparams_search")
+_IGNORED_KEYS = ("seed", "device", *RUN_MANAGEMENT_KEYS)
 # A pipeline's metrics.json holds one train-mtl result per encoder init; each is summarised as its own group.
 PIPELINE_VARIANTS = ("pretrained", "scratch")
 # A run's overrides.yaml and metrics.json are kilobytes; a bigger file is not one a run wrote, and is not parsed.

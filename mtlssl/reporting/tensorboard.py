@@ -18,8 +18,8 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 class TensorBoard:
     def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
-        """``purge_step``: a resumed run's step; TensorBoard hides the killed run's events from that step on,
-        so the curves do not show the steps between the checkpoint and the kill twice."""
+        """``purge_step``: the first step a resumed run writes (the saved step + 1); TensorBoard hides the killed
+        run's events from that step on, so the steps between the checkpoint and the kill are not shown twice."""
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from rich.markup import escape
 
 from mtlssl.engine.preemption import EXIT_PREEMPTED, Preempted
+from mtlssl.engine.run_dir_guard import undo_refused_launch
 from mtlssl.errors import UserError
 from mtlssl.reporting.console import console
 
@@ -76,6 +77,7 @@ def run_stage(run: StageRun, cfg: DictConfig) -> float | None:
         metrics = run(cfg, run_dir)
         value = objective_value(metrics, objective)
     except UserError as err:
+        undo_refused_launch()  # a refused relaunch leaves the run's .hydra/ record as it was
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         log.error("%s", err)
@@ -83,7 +85,9 @@ def run_stage(run: StageRun, cfg: DictConfig) -> float | None:
             raise  # an exception, not an exit: Hydra records this job as failed and runs the rest of the sweep
         sys.exit(2)
     except Preempted as stop:
-        log.warning("%s", stop)
+        again = (f"relaunch the sweep with hydra.sweep.dir={hydra_cfg.sweep.dir}" if hydra_cfg.mode == RunMode.MULTIRUN
+                 else f"relaunch the same command with hydra.run.dir={run_dir}")
+        log.warning("%s; %s to continue from there", stop, again)
         sys.exit(EXIT_PREEMPTED)
     console.print(f"run directory: [bold]{escape(str(run_dir))}[/]", highlight=False)  # a sweep's tasks=[x]
     if objective is not None:

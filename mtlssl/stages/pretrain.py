@@ -23,7 +23,13 @@ from mtlssl.engine.checkpoint import save_checkpoint
 from mtlssl.engine.inference import collect
 from mtlssl.engine.nonfinite import NonFiniteGuard
 from mtlssl.engine.optim import apply_gradients, build_optimizer, current_lr, param_groups
-from mtlssl.engine.preemption import PreemptionGuard, epoch_position, periodic_save, restore_generators
+from mtlssl.engine.preemption import (
+    PreemptionGuard,
+    check_layout,
+    epoch_position,
+    periodic_save,
+    restore_generators,
+)
 from mtlssl.engine.rng import AUGMENT, SHUFFLE, generator, rng_state, seed_everything, set_rng_state
 from mtlssl.engine.run_dir import RunDir
 from mtlssl.engine.runtime import Runtime, autocast, grad_scaler
@@ -108,10 +114,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             "nonfinite_skips": guard.skipped,
         }
 
+    layout = {"seed": cfg.seed, "trainer.batch_size": batch_size, "batches_per_epoch": steps_per_epoch}
+    check_layout(position, layout)
     grad_groups = {"the encoder": encoder, "the SSL projector": method}
     save_every = cfg.trainer.checkpoint_every_steps
     out.prepare(cfg)  # only now: a relaunch refused above has written nothing
-    tb = TensorBoard(out.tensorboard, purge_step=step if resume is not None else None)
+    tb = TensorBoard(out.tensorboard, purge_step=step + 1 if resume is not None else None)
     log.info("pretraining %s with %s on %d images of '%s' for %d epochs (%d steps each) on %s",
              cfg.encoder.name, type(method).__name__, len(pool), cfg.pretrain_split, epochs, steps_per_epoch, rt)
     if not history and monitored:  # the encoder before any pretraining: the reference the epochs must beat
@@ -148,8 +156,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                         tb.scalars({"train/loss": loss.item(), "train/lr": current_lr(optimizer)}, step)
                 seen += images.shape[0]
                 bar.update(task, advance=1, rate=f"{seen / (time.perf_counter() - tic):,.0f} img/s")
-                if preemption.requested or (i + 1 < steps_per_epoch and periodic_save(save_every, stepped, step)):
-                    here = epoch_position(i + 1, loss_sum, counted, aug_gen)
+                # Between epoch ends only: the last step's state is saved whole by the epoch end below.
+                if i + 1 < steps_per_epoch and (preemption.requested or periodic_save(save_every, stepped, step)):
+                    here = epoch_position(i + 1, layout, loss_sum, counted, aug_gen)
                     save_checkpoint(checkpoint(epoch, history[-1] if history else {}, here), out.last)
                     if preemption.requested:
                         preemption.stop(out.last, f"epoch {epoch + 1}, step {step}")

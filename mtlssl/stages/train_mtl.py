@@ -31,7 +31,13 @@ from mtlssl.engine.inference import score_tasks
 from mtlssl.engine.mtl_backward import GradientOptions, mtl_backward
 from mtlssl.engine.nonfinite import NonFiniteGuard
 from mtlssl.engine.optim import apply_gradients, build_optimizer, current_lr, param_groups, set_trainable
-from mtlssl.engine.preemption import PreemptionGuard, epoch_position, periodic_save, restore_generators
+from mtlssl.engine.preemption import (
+    PreemptionGuard,
+    check_layout,
+    epoch_position,
+    periodic_save,
+    restore_generators,
+)
 from mtlssl.engine.rng import AUGMENT, SHUFFLE, WEIGHTING, generator, rng_state, seed_everything, set_rng_state
 from mtlssl.engine.run_dir import RunDir
 from mtlssl.engine.runtime import Runtime, autocast, grad_scaler
@@ -167,12 +173,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                          grad_sums=grad_sums, position=position, nonfinite_skips=guard.skipped)
         return state
 
+    layout = {"seed": cfg.seed, "trainer.batch_size": batch_size, "trainer.accumulate_grad_batches": accumulate,
+              "batches_per_epoch": micro_batches}
+    check_layout(position, layout)
     names = [t.name for t in tasks]
     grad_groups = {**{f"the head of task {n}": h for n, h in model.heads.items()}, "the shared encoder": model.encoder,
                    "the weighting's parameters": weighting}
     save_every = cfg.trainer.checkpoint_every_steps
     out.prepare(cfg)  # only now: a relaunch refused above has written nothing
-    tb = TensorBoard(out.tensorboard, purge_step=step if resume is not None else None)
+    tb = TensorBoard(out.tensorboard, purge_step=step + 1 if resume is not None else None)
     log.info("training %d tasks (%s) with %s weighting, encoder %s (%s%s) on %d images for %d epochs on %s",
              len(tasks), ", ".join(t.name for t in tasks), type(weighting).__name__, cfg.encoder.name, mode,
              f", lr x{cfg.encoder.lr_mult}" if not frozen and cfg.encoder.lr_mult != 1 else "",
@@ -228,9 +237,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                         if jac is not None:
                             last_jacobian = jac
                 bar.update(task, advance=1, rate=f"{seen / (time.perf_counter() - tic):,.0f} img/s")
-                between_epochs = i + 1 < micro_batches and periodic_save(save_every, stepped, step)
-                if updating and (preemption.requested or between_epochs):
-                    here = epoch_position(i + 1, loss_sum, counted, aug_gen, weighting.generator)
+                # Between epoch ends only: the last step's state is saved whole by the epoch end below.
+                if updating and i + 1 < micro_batches and (preemption.requested
+                                                           or periodic_save(save_every, stepped, step)):
+                    here = epoch_position(i + 1, layout, loss_sum, counted, aug_gen, weighting.generator)
                     save_checkpoint(checkpoint(epoch, history[-1] if history else {}, True, here), out.last)
                     if preemption.requested:
                         preemption.stop(out.last, f"epoch {epoch + 1}, step {step}")

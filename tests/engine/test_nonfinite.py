@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from mtlssl.engine.checkpoint import load_checkpoint
 from mtlssl.engine.nonfinite import NonFiniteError, NonFiniteGuard, nonfinite_grads
 from mtlssl.errors import UserError
 from mtlssl.stages import train_mtl
@@ -82,7 +83,8 @@ def test_skip_policy_drops_the_step_and_training_goes_on(tmp_path: Path, monkeyp
     assert all(math.isfinite(v) for k, v in metrics.items() if k.startswith("test/"))
 
 
-def test_fp16_overflow_handled_by_the_grad_scaler_is_not_a_fault(tmp_path: Path,
+@pytest.mark.parametrize("method", ["equal", "db_mtl"])  # DB-MTL keeps gradient EMAs that an overflow would poison
+def test_fp16_overflow_handled_by_the_grad_scaler_is_not_a_fault(method: str, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     scalers = []
 
@@ -91,6 +93,8 @@ def test_fp16_overflow_handled_by_the_grad_scaler_is_not_a_fault(tmp_path: Path,
         return scalers[-1]
 
     monkeypatch.setattr(train_mtl, "grad_scaler", huge_scale)
-    train_mtl.run(tiny("train_mtl", "precision=16"), tmp_path)  # policy raise: any counted fault would stop it
+    train_mtl.run(tiny("train_mtl", "precision=16", f"weighting={method}"), tmp_path)  # policy raise: a fault stops it
     assert scalers[0].get_scale() < 2.0**40  # it overflowed and the scaler backed off
     assert "nonfinite_skips" not in json.loads((tmp_path / "metrics.json").read_text())["history"][0]
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt", "resume")["weighting"]
+    assert all(torch.isfinite(v).all() for v in state.values() if isinstance(v, torch.Tensor))

@@ -107,6 +107,32 @@ def test_the_guard_restores_the_previous_handlers_and_a_second_ctrl_c_stops_at_o
     assert {s: signal.getsignal(s) for s in pre.SIGNALS} == before
 
 
+def test_a_displaced_python_handler_gets_the_signal_after_the_save(tmp_path: Path) -> None:
+    """submitit's SIGUSR2 handler requeues the job: it must run, but only once last.pt is saved."""
+    calls: list[int] = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    try:
+        with pre.PreemptionGuard() as guard:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert guard.requested and calls == []  # nothing handed on before the loop has saved
+            with pytest.raises(pre.Preempted, match="stopped by SIGUSR2 at epoch 1, step 3"):
+                guard.stop(tmp_path / "last.pt", "epoch 1, step 3")
+        assert calls == [signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
 def test_periodic_save_schedule() -> None:
     assert [s for s in range(1, 10) if pre.periodic_save(3, True, s)] == [3, 6, 9]
     assert not pre.periodic_save(0, True, 3) and not pre.periodic_save(3, False, 3)
+
+
+def test_an_epoch_stopped_midway_continues_only_under_the_same_batch_layout(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    signal_at_step(monkeypatch, train_mtl, signal.SIGTERM, at=2)
+    with pytest.raises(pre.Preempted):
+        train_mtl.run(tiny("train_mtl", *SMALL_STEPS), tmp_path)
+    monkeypatch.undo()
+    with pytest.raises(pre.UserError, match="stopped mid-epoch with seed=0, trainer.batch_size=16, .* but this "
+                                            "launch has seed=0, trainer.batch_size=32"):
+        train_mtl.run(tiny("train_mtl", "trainer.epochs=2", "trainer.batch_size=32"), tmp_path)

