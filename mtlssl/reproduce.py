@@ -57,7 +57,6 @@ class RecordedRun:
     config_name: str | None
     overrides: list[str]  # the replayable ones
     extra_config_dir: str | None  # the original launch's --config-dir
-    multirun: bool
     provenance: dict[str, Any] | None
 
 
@@ -110,7 +109,7 @@ def load_run(path: Path) -> RecordedRun:
     extra = next((s.get("path") for s in sources if s.get("provider") == "command-line"), None)
     return RecordedRun(path=path, stage=STAGES[name], config_name=(hydra_cfg.get("job") or {}).get("config_name"),
                        overrides=replayable([str(o) for o in overrides]), extra_config_dir=extra,
-                       multirun=hydra_cfg.get("mode") == "MULTIRUN", provenance=provenance.read(path))
+                       provenance=provenance.read(path))
 
 
 # ---- the configs: the recorded commit's, or the current ones ---------------------------------------------
@@ -202,7 +201,7 @@ def new_run_dir(run: RecordedRun, out: Path | None) -> Path:
             raise UserError(f"--out '{out}' is inside the original run '{run.path}'; choose a directory outside it")
         return out
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    root = _sweep_root(run.path) if run.multirun else None
+    root = _sweep_root(run.path)  # a sweep's job, even one later relaunched alone in its directory
     if root is not None:  # <sweep>-reproduce-<time>/<overrides>/seed=<n>: summarize of the sweep must not see it
         base, tail = root.parent / f"{root.name}-reproduce-{stamp}", run.path.relative_to(root)
     else:

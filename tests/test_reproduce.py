@@ -167,11 +167,11 @@ def test_the_new_run_directory(tmp_path: Path) -> None:
     job.mkdir(parents=True)
     (sweep / "multirun.yaml").write_text("{}")
     run = rp.RecordedRun(path=job, stage="train-mtl", config_name="train_mtl", overrides=[], extra_config_dir=None,
-                         multirun=True, provenance=None)
+                         provenance=None)
     new = rp.new_run_dir(run, None)  # beside the sweep: summarize of the sweep must not count it as a seed
     assert new.parents[2] == sweep.parent and new.relative_to(new.parents[1]) == Path("weighting=equal/seed=0")
-    single = dataclasses.replace(run, multirun=False)
-    assert rp.new_run_dir(single, None).parent == job.parent
+    single = dataclasses.replace(run, path=tmp_path / "outputs" / "run")
+    assert rp.new_run_dir(single, None).parent == tmp_path / "outputs"
     assert rp.hydra_value("/a/b-c_1.x") == "/a/b-c_1.x"
     assert rp.hydra_value("/a b/w=x,y'z") == "'/a b/w=x,y\\'z'"
 

@@ -48,4 +48,9 @@ def load_encoder_init(encoder: Encoder, arch: DictConfig, init: str) -> dict[str
     except RuntimeError as err:
         raise UserError(f"encoder.init: weights in '{ckpt['path']}' do not fit the encoder: {err}") from err
     log.info("encoder initialised from %s checkpoint %s (epoch %s)", ckpt["kind"], ckpt["path"], ckpt.get("epoch"))
+    planned = (ckpt.get("config") or {}).get("trainer", {}).get("epochs")
+    if ckpt.get("position") or (planned is not None and ckpt.get("epoch", 0) < planned):
+        log.warning("%s is from an unfinished run (epoch %s of %s%s): relaunch that run to finish it first, "
+                    "unless this is what you want", ckpt["path"], ckpt.get("epoch"), planned,
+                    ", stopped mid-epoch" if ckpt.get("position") else "")
     return ckpt

@@ -45,6 +45,9 @@ def nonfinite_grads(groups: Mapping[str, nn.Module]) -> list[str]:
 
 
 class NonFiniteGuard:
+    """The policy for non-finite losses (checked before the backward pass) and gradients (before the step):
+    ``losses_ok`` and ``grads_ok`` return False for a step to skip, or raise. ``skipped`` is saved in last.pt."""
+
     def __init__(self, policy: str, max_skips: int, last_good: Callable[[], Path | None]) -> None:
         if policy not in POLICIES:
             raise UserError(f"trainer.nonfinite={policy} is not one of {', '.join(POLICIES)}")

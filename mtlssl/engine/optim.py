@@ -113,9 +113,6 @@ def apply_gradients(
 ) -> None:
     """Step on the (scaled) gradients in ``.grad``: unscale so clipping sees true norms, clip, step, schedule.
     The scaler skips the step when fp16 overflowed."""
-    if grad_clip is not None and not grad_clip >= 0:  # a negative norm would flip the gradients' sign
-        raise UserError(f"trainer.grad_clip must be > 0, or null for no clipping (got {grad_clip}); "
-                        "set e.g. trainer.grad_clip=1.0")
     scaler.unscale_(optimizer)
     if grad_clip:
         nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], grad_clip)

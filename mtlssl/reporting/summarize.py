@@ -218,7 +218,9 @@ def load_run(path: Path, split: str) -> list[Run | Failed]:
         metrics = _split_metrics(values, split)
         runs.append(Run(path, tuple(sorted((*grouping, label))) if label else grouping, metrics) if metrics
                     else Failed(path, f"metrics.json has no '{split}/<task>/<metric>' entries"))
-    return runs or [Failed(path, "pipeline metrics.json has no train-mtl results")]
+    if not any(isinstance(r, Run) for r in runs):  # one failure per directory, however many variants it holds
+        return runs[:1] or [Failed(path, "pipeline metrics.json has no train-mtl results")]
+    return runs
 
 
 # ---- statistics --------------------------------------------------------------------------------------------

@@ -32,6 +32,10 @@ def check_trainer(trainer: DictConfig, min_epochs: int) -> None:
     for key in ("batch_size", "eval_batch_size", "log_every"):
         if not trainer[key] >= 1:
             raise UserError(f"trainer.{key} must be >= 1 (got {trainer[key]}); set e.g. trainer.{key}=64")
+    clip = trainer.grad_clip
+    if clip is not None and not clip >= 0:  # a negative norm would flip the gradients' sign
+        raise UserError(f"trainer.grad_clip must be > 0, or null for no clipping (got {clip}); "
+                        "set e.g. trainer.grad_clip=1.0")
     if not trainer.checkpoint_every_steps >= 0:
         raise UserError(f"trainer.checkpoint_every_steps must be >= 0 (got {trainer.checkpoint_every_steps}); "
                         "0 saves last.pt at epoch ends only")

@@ -80,6 +80,7 @@ def test_skip_policy_drops_the_step_and_training_goes_on(tmp_path: Path, monkeyp
     train_mtl.run(tiny("train_mtl", "trainer.epochs=2", "trainer.nonfinite=skip"), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [h.get("nonfinite_skips") for h in metrics["history"]] == [1, 1]
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt", "resume")["step"] == 2 * 2 - 1  # one step dropped
     assert all(math.isfinite(v) for k, v in metrics.items() if k.startswith("test/"))
 
 

@@ -1,6 +1,7 @@
 """Preemption: a signal saves last.pt at the next step boundary and stops; the relaunch continues exactly."""
 
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mtlssl.encoders.build import build_encoder, load_encoder_init
 from mtlssl.engine import preemption as pre
 from mtlssl.engine.checkpoint import load_checkpoint
 from mtlssl.engine.optim import apply_gradients
@@ -63,12 +65,16 @@ def test_a_signal_saves_mid_epoch_and_the_relaunch_matches_an_uninterrupted_run(
     assert results(tmp_path) == results(uninterrupted)
 
 
-def test_pretrain_resumes_mid_epoch_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pretrain_resumes_mid_epoch_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
     cfg = tiny("pretrain", "trainer.epochs=2", "trainer.batch_size=16", "ssl.hidden_dim=16", "ssl.out_dim=8")
     pretrain.run(cfg, tmp_path / "reference")
     signal_at_step(monkeypatch, pretrain, signal.SIGTERM, at=9)  # epoch 2, step 3 of 6
     with pytest.raises(pre.Preempted, match="at epoch 2, step 9"):
         pretrain.run(cfg, tmp_path / "resumed")
+    with caplog.at_level(logging.WARNING):  # starting train-mtl from it now would be a half-trained encoder
+        load_encoder_init(build_encoder(cfg.encoder.arch), cfg.encoder.arch, str(tmp_path / "resumed"))
+    assert "is from an unfinished run (epoch 1 of 2, stopped mid-epoch)" in caplog.text
     monkeypatch.undo()
     pretrain.run(cfg, tmp_path / "resumed")
     assert results(tmp_path / "resumed") == results(tmp_path / "reference")
@@ -136,3 +142,19 @@ def test_an_epoch_stopped_midway_continues_only_under_the_same_batch_layout(tmp_
     with pytest.raises(pre.UserError, match="stopped mid-epoch with seed=0, trainer.batch_size=16, .* but this "
                                             "launch has seed=0, trainer.batch_size=32"):
         train_mtl.run(tiny("train_mtl", "trainer.epochs=2", "trainer.batch_size=32"), tmp_path)
+
+
+@pytest.mark.parametrize("overrides", [["weighting=famo"], ["weighting=rlw"], ["weighting=gradvac"],
+                                       ["weighting=pcgrad", "trainer.accumulate_grad_batches=2"]],
+                         ids=lambda o: " ".join(o))
+def test_mid_epoch_resume_is_exact_for_stateful_and_random_methods(overrides: list[str], tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny("train_mtl", *SMALL_STEPS, *overrides)
+    train_mtl.run(cfg, tmp_path / "reference")
+    signal_at_step(monkeypatch, train_mtl, signal.SIGTERM, at=3)
+    with pytest.raises(pre.Preempted):
+        train_mtl.run(cfg, tmp_path / "resumed")
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt", "resume")["position"] is not None
+    monkeypatch.undo()
+    train_mtl.run(cfg, tmp_path / "resumed")
+    assert results(tmp_path / "resumed") == results(tmp_path / "reference")
