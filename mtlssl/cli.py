@@ -37,10 +37,12 @@ examples:
 """
 
 
-# The Hydra plugin each preset group needs, and the extra that installs it.
+# The Hydra plugin each preset needs (by group, then choice; None: any choice), and the extra that installs it.
+SUBMITIT = ("hydra_plugins.hydra_submitit_launcher", "launchers")
 PLUGINS = {
-    "launcher": ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher", "launchers"),
-    "hparams_search": ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
+    "launcher": {"joblib": ("hydra_plugins.hydra_joblib_launcher", "launchers"), "slurm": SUBMITIT,
+                 "submitit_local": SUBMITIT},
+    "hparams_search": {None: ("hydra_plugins.hydra_optuna_sweeper", "optuna")},
 }
 
 
@@ -49,12 +51,10 @@ def missing_plugin(overrides: list[str]) -> str | None:
     (Hydra itself would only say it "could not find" the config)."""
     for override in overrides:
         group, _, choice = override.partition("=")
-        if group.lstrip("+") not in PLUGINS or choice in ("", "null"):
-            continue
-        *modules, extra = PLUGINS[group.lstrip("+")]
-        module = {"joblib": modules[0]}.get(choice, modules[-1])
-        if importlib.util.find_spec(module) is None:
-            return f"{override} needs a Hydra plugin that is not installed: pip install \"mtlssl[{extra}]\""
+        presets = PLUGINS.get(group.lstrip("+"), {})
+        needed = presets.get(choice, presets.get(None)) if choice not in ("", "null") else None
+        if needed and importlib.util.find_spec(needed[0]) is None:
+            return f"{override} needs a Hydra plugin that is not installed: pip install \"mtlssl[{needed[1]}]\""
     return None
 
 

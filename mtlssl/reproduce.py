@@ -115,28 +115,20 @@ def load_run(path: Path) -> RecordedRun:
 # ---- the configs: the recorded commit's, or the current ones ---------------------------------------------
 
 
-def _git(args: list[str], cwd: Path) -> bytes | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=GIT_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout if out.returncode == 0 else None
-
-
 def archived_configs(commit: str, dest: Path) -> Path | None:
     """``conf/`` as of ``commit``, extracted under ``dest``; None when the repository does not have it."""
     if not re.fullmatch(r"[0-9a-fA-F]{4,64}", commit):  # a hand-edited record must not become a git option
         return None
     source = provenance.source_dir()
-    top = _git(["rev-parse", "--show-toplevel"], source)
-    if top is None or _git(["cat-file", "-e", f"{commit}^{{commit}}"], source) is None:
+    top = provenance.git(["rev-parse", "--show-toplevel"], source)
+    if top is None or provenance.git(["cat-file", "-e", f"{commit}^{{commit}}"], source) is None:
         return None
     root = Path(top.decode().strip())
     try:
         rel = config_dir().relative_to(root).as_posix()
     except ValueError:  # the configs in use are not the repository's (an installed wheel)
         return None
-    tar = _git(["archive", "--format=tar", commit, "--", rel], root)
+    tar = provenance.git(["archive", "--format=tar", commit, "--", rel], root, timeout=GIT_TIMEOUT_S)
     if not tar:
         return None
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:

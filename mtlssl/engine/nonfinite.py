@@ -9,7 +9,7 @@ scale, which is how mixed precision works, so they are not faults; non-finite lo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -48,7 +48,7 @@ class NonFiniteGuard:
     """The policy for non-finite losses (checked before the backward pass) and gradients (before the step):
     ``losses_ok`` and ``grads_ok`` return False for a step to skip, or raise. ``skipped`` is saved in last.pt."""
 
-    def __init__(self, policy: str, max_skips: int, last_good: Callable[[], Path | None]) -> None:
+    def __init__(self, policy: str, max_skips: int, last_good: Path) -> None:
         if policy not in POLICIES:
             raise UserError(f"trainer.nonfinite={policy} is not one of {', '.join(POLICIES)}")
         if max_skips < 0:
@@ -69,8 +69,8 @@ class NonFiniteGuard:
     def _fault(self, what: str, epoch: int, step: int) -> bool:
         """Raise, or count a skipped step (False); raise when it would be the (max_skips + 1)-th."""
         where = f"at epoch {epoch + 1}, step {step + 1}"
-        last = self.last_good()
-        good = f"the last good checkpoint is {last}" if last else "no checkpoint was saved yet"
+        good = f"the last good checkpoint is {self.last_good}" if self.last_good.exists() else \
+            "no checkpoint was saved yet"
         if self.policy == "raise":
             raise NonFiniteError(f"{what} {where}; {good}. Lower optim.lr, set trainer.grad_clip, or use "
                                  "trainer.nonfinite=skip to skip such steps")

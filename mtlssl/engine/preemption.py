@@ -99,7 +99,13 @@ def check_layout(position: dict[str, Any] | None, layout: dict[str, int]) -> Non
                     "(settings may change at an epoch end), or use a new hydra.run.dir")
 
 
-def restore_generators(position: dict[str, Any], *generators: torch.Generator | None) -> None:
+def resume_epoch(position: dict[str, Any] | None, loss_sum: Tensor,
+                *generators: torch.Generator | None) -> tuple[int, int, Tensor]:
+    """(batches done, losses counted, loss sums) to start an epoch from: nothing yet, or where ``position`` (a
+    run resumed mid-epoch) left it, with the epoch's ``generators`` set back to the draws it had made."""
+    if position is None:
+        return 0, 0, loss_sum
     for g, state in zip(generators, position["generators"], strict=True):
         if g is not None and state is not None:
             g.set_state(state)
+    return position["batch"], position["counted"], position["loss_sum"].to(loss_sum.device)

@@ -35,10 +35,10 @@ def source_dir() -> Path:
     return Path(mtlssl.__file__).resolve().parent
 
 
-def _git(args: list[str], cwd: Path) -> str | None:
+def git(args: list[str], cwd: Path, timeout: float = GIT_TIMEOUT_S) -> bytes | None:
     """git's stdout, or None when git is missing, fails or hangs: provenance never fails a run."""
     try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=timeout,
                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})  # status must not take the index lock
     except (OSError, subprocess.SubprocessError):
         return None
@@ -50,13 +50,13 @@ def git_state(where: Path | None = None) -> dict[str, Any]:
     mtlssl. Two git calls: is the package tracked (an install inside someone else's repository is not), and
     ``status --porcelain=v2 --branch``, which gives the commit and the changes at once."""
     where = where or source_dir()
-    tracked = _git(["ls-files", "--", "__init__.py"], where)
+    tracked = git(["ls-files", "--", "__init__.py"], where)
     if not tracked or not tracked.strip():
         return {"commit": None, "dirty": None}
-    status = _git(["status", "--porcelain=v2", "--branch", "--untracked-files=no"], where)
+    status = git(["status", "--porcelain=v2", "--branch", "--untracked-files=no"], where)
     if status is None:
         return {"commit": None, "dirty": None}
-    lines = status.splitlines()
+    lines = status.decode(errors="replace").splitlines()
     oid = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), None)
     return {"commit": None if oid in (None, "(initial)") else oid,
             "dirty": any(not line.startswith("#") for line in lines)}

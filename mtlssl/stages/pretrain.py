@@ -28,7 +28,7 @@ from mtlssl.engine.preemption import (
     check_layout,
     epoch_position,
     periodic_save,
-    restore_generators,
+    resume_epoch,
 )
 from mtlssl.engine.rng import AUGMENT, SHUFFLE, generator, rng_state, seed_everything, set_rng_state
 from mtlssl.engine.run_dir import RunDir
@@ -92,8 +92,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                                                 steps_per_epoch=steps_per_epoch)
     scaler = grad_scaler(rt.device, rt.precision)
     start_epoch, step, history, position = 0, 0, [], None
-    guard = NonFiniteGuard(cfg.trainer.nonfinite, cfg.trainer.max_nonfinite_skips,
-                           last_good=lambda: out.last if out.last.exists() else None)
+    guard = NonFiniteGuard(cfg.trainer.nonfinite, cfg.trainer.max_nonfinite_skips, last_good=out.last)
     if resume is not None:
         encoder.load_state_dict(resume["encoder"]["state"])
         method.load_state_dict(resume["ssl"])
@@ -130,11 +129,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             model.train()
             shuffle = generator(cfg.seed, SHUFFLE, epoch)
             aug_gen = generator(cfg.seed, AUGMENT, epoch, device=rt.device)
-            loss_sum, counted, first = torch.zeros((), device=rt.device), 0, 0
-            if position is not None:  # resumed mid-epoch: the same batches and random draws, from where it stopped
-                first, counted, loss_sum = position["batch"], position["counted"], position["loss_sum"].to(rt.device)
-                restore_generators(position, aug_gen)
-                position = None
+            # Resumed mid-epoch: the same batches and random draws, from where it stopped.
+            first, counted, loss_sum = resume_epoch(position, torch.zeros((), device=rt.device), aug_gen)
+            position = None
             task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=steps_per_epoch, completed=first, rate="")
             seen, tic = 0, time.perf_counter()
             batches = pool.batches(batch_size, shuffle=True, generator=shuffle, drop_last=True, skip=first)

@@ -36,7 +36,7 @@ from mtlssl.engine.preemption import (
     check_layout,
     epoch_position,
     periodic_save,
-    restore_generators,
+    resume_epoch,
 )
 from mtlssl.engine.rng import AUGMENT, SHUFFLE, WEIGHTING, generator, rng_state, seed_everything, set_rng_state
 from mtlssl.engine.run_dir import RunDir
@@ -145,8 +145,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     monitor = check_monitor(cfg.trainer.monitor, tasks)
     start_epoch, step, history, best = 0, 0, [], {"epoch": 0, "value": math.nan}
     grad_sums: dict[str, float] = {}  # running sums of the logged weights and gradient stats
-    guard = NonFiniteGuard(cfg.trainer.nonfinite, cfg.trainer.max_nonfinite_skips,
-                           last_good=lambda: out.last if out.last.exists() else None)
+    guard = NonFiniteGuard(cfg.trainer.nonfinite, cfg.trainer.max_nonfinite_skips, last_good=out.last)
     position = None  # where in an epoch a resumed run continues (a checkpoint saved between epoch ends)
     if resume is not None:
         load_model_state(model, resume)
@@ -194,11 +193,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             shuffle = generator(cfg.seed, SHUFFLE, epoch)
             aug_gen = generator(cfg.seed, AUGMENT, epoch, device=rt.device)
             weighting.generator = generator(cfg.seed, WEIGHTING, epoch, device=rt.device)
-            loss_sum, counted, first = torch.zeros(len(tasks), device=rt.device), 0, 0
-            if position is not None:  # resumed mid-epoch: the same batches and random draws, from where it stopped
-                first, counted, loss_sum = position["batch"], position["counted"], position["loss_sum"].to(rt.device)
-                restore_generators(position, aug_gen, weighting.generator)
-                position = None
+            # Resumed mid-epoch: the same batches and random draws, from where it stopped.
+            first, counted, loss_sum = resume_epoch(position, torch.zeros(len(tasks), device=rt.device), aug_gen,
+                                                   weighting.generator)
+            position = None
             task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=micro_batches, completed=first, rate="")
             seen, tic, last_jacobian, cycle_ok = 0, time.perf_counter(), None, True
             batches = train.batches(batch_size, shuffle=True, generator=shuffle, drop_last=True, skip=first)

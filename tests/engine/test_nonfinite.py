@@ -16,20 +16,22 @@ from mtlssl.stages import train_mtl
 from tests.conftest import tiny
 
 TASKS = ["shape", "size"]
+NOT_SAVED = Path("/nonexistent/last.pt")
 
 
 def test_raise_names_the_task_the_step_and_the_last_good_checkpoint(tmp_path: Path) -> None:
-    guard = NonFiniteGuard("raise", 10, last_good=lambda: tmp_path / "last.pt")
+    (tmp_path / "last.pt").write_bytes(b"")
+    guard = NonFiniteGuard("raise", 10, last_good=tmp_path / "last.pt")
     assert guard.losses_ok(torch.tensor([0.5, 1.0]), TASKS, epoch=0, step=0)
     with pytest.raises(NonFiniteError, match=r"task size \(nan\) at epoch 3, step 8; the last good checkpoint is "
                                              f"{tmp_path / 'last.pt'}"):
         guard.losses_ok(torch.tensor([0.5, math.nan]), TASKS, epoch=2, step=7)
     with pytest.raises(NonFiniteError, match="no checkpoint was saved yet"):
-        NonFiniteGuard("raise", 10, lambda: None).losses_ok(torch.tensor([math.inf, 1.0]), TASKS, 0, 0)
+        NonFiniteGuard("raise", 10, tmp_path / "none.pt").losses_ok(torch.tensor([math.inf, 1.0]), TASKS, 0, 0)
 
 
 def test_skip_counts_and_stops_after_max_skips() -> None:
-    guard = NonFiniteGuard("skip", 2, last_good=lambda: None)
+    guard = NonFiniteGuard("skip", 2, last_good=NOT_SAVED)
     bad = torch.tensor([math.nan, 1.0])
     assert not guard.losses_ok(bad, TASKS, 0, 0) and not guard.losses_ok(bad, TASKS, 0, 1)
     assert guard.skipped == 2
@@ -39,9 +41,9 @@ def test_skip_counts_and_stops_after_max_skips() -> None:
 
 def test_bad_policies_are_user_errors() -> None:
     with pytest.raises(UserError, match="trainer.nonfinite=ignore is not one of raise, skip"):
-        NonFiniteGuard("ignore", 1, lambda: None)
+        NonFiniteGuard("ignore", 1, NOT_SAVED)
     with pytest.raises(UserError, match="max_nonfinite_skips must be >= 0"):
-        NonFiniteGuard("skip", -1, lambda: None)
+        NonFiniteGuard("skip", -1, NOT_SAVED)
 
 
 def test_gradients_are_attributed_to_their_group() -> None:
