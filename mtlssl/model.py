@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from mtlssl.data.tasks import TaskSpec
 from mtlssl.encoders.base import Encoder
-from mtlssl.engine.checkpoint import refuse_unfit_states
+from mtlssl.io import refuse_unfit_states
 
 HeadFactory = Callable[..., nn.Module]
 

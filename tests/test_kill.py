@@ -37,7 +37,7 @@ def hit(name, path=""):
         if seen["count"] == int(n):
             os.kill(os.getpid(), signal.SIGKILL)
 
-import mtlssl.engine.checkpoint as checkpoint, mtlssl.reporting.files as files, mtlssl.stages.train_mtl as train_mtl
+import mtlssl.engine.checkpoint as checkpoint, mtlssl.io as files, mtlssl.stages.train_mtl as train_mtl
 
 class HalfWrites:
     def __init__(self, f, path):

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from mtlssl.errors import UserError
-from mtlssl.reporting.files import atomic_open
+from mtlssl.io import atomic_open
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtlssl.config import instantiate
 from mtlssl.encoders.base import Encoder
-from mtlssl.engine.checkpoint import load_checkpoint, refuse_unfit_states
+from mtlssl.engine.checkpoint import load_checkpoint
 from mtlssl.errors import UserError
+from mtlssl.io import refuse_unfit_states
 
 log = logging.getLogger(__name__)
 UNFIT_FIX = ("use the encoder it was trained with (encoder=<name> and the encoder.arch.* values of that "

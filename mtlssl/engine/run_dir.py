@@ -10,8 +10,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtlssl.engine.checkpoint import load_checkpoint
 from mtlssl.errors import UserError
+from mtlssl.io import remove_stale_temporaries
 from mtlssl.reporting import provenance
-from mtlssl.reporting.files import remove_stale_temporaries, write_resolved_config
+from mtlssl.reporting.files import write_resolved_config
 
 log = logging.getLogger(__name__)
 

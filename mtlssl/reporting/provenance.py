@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import mtlssl
-from mtlssl.reporting.files import write_atomic
+from mtlssl.io import write_atomic
 
 log = logging.getLogger(__name__)
 

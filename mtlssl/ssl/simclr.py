@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mtlssl.engine.checkpoint import refuse_unfit_states
 from mtlssl.errors import UserError
+from mtlssl.io import refuse_unfit_states
 from mtlssl.ssl.nt_xent import nt_xent
 
 

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtlssl.engine.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from mtlssl.engine.checkpoint import load_checkpoint, save_checkpoint
 from mtlssl.errors import UserError
+from mtlssl.io import resolve_checkpoint
 
 
 def test_round_trip_and_run_directory_resolution(tmp_path: Path) -> None:
