@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.encoders.base import Encoder
 from mtlssl.io import refuse_unfit_states
+from mtlssl.tasks import TaskSpec
 
 HeadFactory = Callable[..., nn.Module]
 

@@ -27,12 +27,12 @@ import torch
 from torch import Tensor
 
 import mtlssl.weighting as weighting_lib
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.encoders.small_cnn import small_cnn
 from mtlssl.engine.mtl_backward import GradientOptions, mtl_backward
 from mtlssl.engine.runtime import keep_freed_memory
 from mtlssl.heads.linear import linear
 from mtlssl.model import MultiTaskModel
+from mtlssl.tasks import TaskSpec, build_tasks
 
 EXTRA_HPARAMS = {"static": lambda t: {"weights": [1.0] * t}}
 
@@ -44,7 +44,8 @@ def make_step(model: MultiTaskModel, method: weighting_lib.Weighting | None, opt
 
     def losses() -> tuple[Tensor, Tensor]:
         features, outputs = model(x)
-        return features, torch.stack([t.loss(outputs[t.name], targets[:, i : i + 1]) for i, t in enumerate(tasks)])
+        return features, torch.stack([t.loss(outputs[t.name], targets[:, i : i + 1])
+                                      for i, t in enumerate(build_tasks(tasks))])
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

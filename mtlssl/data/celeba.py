@@ -24,8 +24,8 @@ from torchvision.datasets import CelebA
 from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, check_pixels, finish_splits, load_images
 from mtlssl.data.sources import data_root, open_torchvision, subsample
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.errors import UserError
+from mtlssl.tasks import TaskSpec
 
 FETCH = ("CelebA's img_align_celeba/ (unzipped img_align_celeba.zip), list_attr_celeba.txt, "
          "list_eval_partition.txt, identity_CelebA.txt, list_bbox_celeba.txt and list_landmarks_align_celeba.txt "

@@ -27,8 +27,8 @@ from mtlssl.data.sources import (
     subsample,
     to_uint8_nchw,
 )
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.errors import UserError
+from mtlssl.tasks import TaskSpec
 
 CIFAR10_TASKS: list[TaskSpec] = [TaskSpec("label", "multiclass", 10)]
 CIFAR100_TASKS: list[TaskSpec] = [TaskSpec("fine", "multiclass", 100), TaskSpec("coarse", "multiclass", 20)]

@@ -41,8 +41,8 @@ from mtlssl.data.imagefolder import (
     split_pool,
 )
 from mtlssl.data.sources import holdout
-from mtlssl.data.tasks import KINDS, TaskSpec
 from mtlssl.errors import UserError
+from mtlssl.tasks import KINDS, TaskSpec
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test",
                "unlabeled": "unlabeled", "unlabelled": "unlabeled"}

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from mtlssl.data.tasks import TaskSpec, select_tasks
 from mtlssl.errors import UserError
+from mtlssl.tasks import TaskSpec, select_tasks
 
 Batch = tuple[Tensor, dict[str, Tensor]]
 

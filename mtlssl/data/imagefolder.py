@@ -29,8 +29,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from mtlssl.data.cache import cached, resolve_cache
 from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.data.sources import holdout, labels_tensor, resize_uint8, subsample
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.errors import UserError
+from mtlssl.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from mtlssl.data.sources import (
     subsample,
     to_uint8_nchw,
 )
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.errors import UserError
+from mtlssl.tasks import TaskSpec
 
 MNIST_SIDE = 28
 DIGIT_TASKS: list[TaskSpec] = [TaskSpec("digit", "multiclass", 10)]

@@ -33,8 +33,8 @@ from mtlssl.data.mnist import (
     with_unlabeled,
 )
 from mtlssl.data.sources import resize_uint8
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.errors import UserError
+from mtlssl.tasks import TaskSpec
 
 CANVAS = 36  # the official canvas side
 SHIFT = 6  # the right digit's offset down and right, in canvas pixels

@@ -21,8 +21,8 @@ from torch import Tensor
 
 from mtlssl.data.cache import cached, resolve_cache
 from mtlssl.data.image_set import Dataset, ImageSet
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.errors import UserError
+from mtlssl.tasks import TaskSpec
 
 SHAPE_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "semicircle")
 COLOUR_NAMES: tuple[str, ...] = ("red", "green", "blue", "yellow", "magenta", "cyan")

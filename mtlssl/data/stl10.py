@@ -16,7 +16,7 @@ from mtlssl.data.cache import resolve_cache
 from mtlssl.data.cifar import Split, assemble, check_args, decode_split
 from mtlssl.data.image_set import Dataset
 from mtlssl.data.sources import data_root, labels_tensor, open_torchvision, subsample, to_uint8_nchw
-from mtlssl.data.tasks import TaskSpec
+from mtlssl.tasks import TaskSpec
 
 STL10_TASKS: list[TaskSpec] = [TaskSpec("label", "multiclass", 10)]
 STL10_FETCH = ("stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/, extracted "

@@ -16,8 +16,8 @@ from mtlssl.data.cache import resolve_cache
 from mtlssl.data.cifar import Split, assemble, check_args, decode_split
 from mtlssl.data.image_set import Dataset
 from mtlssl.data.sources import data_root, labels_tensor, open_torchvision, to_uint8_nchw
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.errors import UserError
+from mtlssl.tasks import TaskSpec
 
 SVHN_TASKS: list[TaskSpec] = [TaskSpec("digit", "multiclass", 10)]
 # The .mat files sit in their own folder under the data root (torchvision reads them from the folder it is given).

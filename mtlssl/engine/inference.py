@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from mtlssl.data.image_set import ImageSet
 from mtlssl.engine.runtime import Runtime, autocast
-from mtlssl.metrics import task_metrics
 from mtlssl.model import MultiTaskModel
+from mtlssl.tasks import Task
 
 
 @torch.no_grad()
@@ -36,17 +37,23 @@ def collect(
     return torch.cat(chunks)
 
 
-def score_tasks(model: MultiTaskModel, data: ImageSet, batch_size: int, rt: Runtime, prefix: str) -> dict[str, float]:
-    """Every task's metrics and loss on a split, as ``{prefix}/{task}/{metric}``, plus ``{prefix}/loss``
-    (the unweighted mean of the task losses)."""
-    outputs = collect(model, data, batch_size, rt, forward=lambda x: model(x)[1])
-    metrics: dict[str, float] = {}
-    losses = []
-    for task in model.tasks:
-        target = data.targets[task.name]
-        for name, value in task_metrics(task, outputs[task.name], target).items():
-            metrics[f"{prefix}/{task.name}/{name}"] = value
-        losses.append(task.loss(outputs[task.name], target).item())
-        metrics[f"{prefix}/{task.name}/loss"] = losses[-1]
-    metrics[f"{prefix}/loss"] = sum(losses) / len(losses)
+@torch.no_grad()
+def score_tasks(model: MultiTaskModel, tasks: Sequence[Task], data: ImageSet, batch_size: int, rt: Runtime,
+                prefix: str) -> dict[str, float]:
+    """Every task's metrics and loss on a split, as ``{prefix}/{task}/{metric}``, plus ``{prefix}/loss`` (the
+    unweighted mean of the task losses that are defined). Metrics are updated batch by batch."""
+    was_training = model.training
+    model.eval()
+    scores = {task.name: task.metrics() for task in tasks}
+    for images, targets in data.batches(batch_size):
+        with autocast(rt.device, rt.precision):
+            outputs = model(rt.images(images))[1]
+        for task in tasks:
+            scores[task.name].update(outputs[task.name], targets[task.name].to(rt.device, non_blocking=True))
+    model.train(was_training)
+    metrics = {f"{prefix}/{name}/{metric}": value for name, accumulator in scores.items()
+               for metric, value in accumulator.compute().items()}
+    losses = [metrics[f"{prefix}/{task.name}/loss"] for task in tasks]
+    defined = [v for v in losses if not math.isnan(v)]  # a task with no label in the split has no loss
+    metrics[f"{prefix}/loss"] = sum(defined) / len(defined) if defined else math.nan
     return metrics

@@ -8,7 +8,7 @@
   metrics it has.
 
 Metrics are keyed ``"<task>/<metric>"`` (any prefix such as ``test/`` is dropped); the direction comes
-from the metric's name (``mtlssl.data.tasks.HIGHER_IS_BETTER``). Only metrics present in both inputs,
+from the metric's name (``mtlssl.tasks.HIGHER_IS_BETTER``). Only metrics present in both inputs,
 finite, and with a non-zero baseline count; losses are not metrics here.
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from mtlssl.data.tasks import HIGHER_IS_BETTER
 from mtlssl.errors import UserError
+from mtlssl.tasks import HIGHER_IS_BETTER
 
 
 def _task_metric(key: str) -> tuple[str, str]:

@@ -39,11 +39,11 @@ from rich.table import Table
 from rich.text import Text
 
 from mtlssl.config import RUN_MANAGEMENT_KEYS, override_key
-from mtlssl.data.tasks import HIGHER_IS_BETTER
 from mtlssl.errors import UserError
 from mtlssl.io import write_atomic
 from mtlssl.metrics.mtl_summary import delta_m, delta_p
 from mtlssl.reporting.console import console, fmt
+from mtlssl.tasks import HIGHER_IS_BETTER
 
 # Overrides that vary between repeats of one method rather than between methods.
 _IGNORED_KEYS = ("seed", "device", *RUN_MANAGEMENT_KEYS)

@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from mtlssl.config import config_dir, instantiate
 from mtlssl.data.build import build_data
 from mtlssl.data.image_set import Dataset
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.encoders.base import Encoder
 from mtlssl.encoders.build import build_encoder
 from mtlssl.engine.checkpoint import load_checkpoint
@@ -33,13 +32,14 @@ from mtlssl.reporting.console import console, metrics_table
 from mtlssl.reporting.files import write_metrics, write_resolved_config
 from mtlssl.stages._common import run_stage
 from mtlssl.stages.train_mtl import load_model_state
+from mtlssl.tasks import TaskSpec, build_tasks
 
 log = logging.getLogger(__name__)
 
 
 def probe(encoder: Encoder, data: Dataset, split: str, cfg: DictConfig, batch_size: int, rt: Runtime) -> dict:
     """Linear-probe and kNN accuracy of frozen features for each multiclass and binary task."""
-    tasks = [t for t in data.tasks if t.num_classes]
+    tasks = [t for t in build_tasks(data.tasks) if t.num_classes]
     if not tasks:
         return {}
     fit, score = data.split(cfg.train_split), data.split(split)
@@ -65,7 +65,7 @@ def score_mtl(ckpt: dict, data: Dataset, split: str, batch_size: int, rt: Runtim
     model = MultiTaskModel(build_encoder(ckpt["encoder"]["arch"]), tasks, head=instantiate(trained.heads, "heads"))
     load_model_state(model, ckpt)
     model.to(rt.device, memory_format=rt.memory_format)
-    return score_tasks(model, data.split(split), batch_size, rt, split)
+    return score_tasks(model, build_tasks(tasks), data.split(split), batch_size, rt, split)
 
 
 def expand_runs(paths: list[str]) -> list[Path]:

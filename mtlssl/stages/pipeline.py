@@ -17,13 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
 from mtlssl.config import config_dir, to_plain
-from mtlssl.data.tasks import HIGHER_IS_BETTER
 from mtlssl.reporting import provenance
 from mtlssl.reporting.console import console, fmt
 from mtlssl.reporting.files import write_metrics, write_resolved_config
 from mtlssl.reporting.log_file import log_file
 from mtlssl.stages import evaluate, pretrain, train_mtl
 from mtlssl.stages._common import run_stage
+from mtlssl.tasks import HIGHER_IS_BETTER
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from torch import nn
 from mtlssl.config import config_dir, instantiate, to_plain
 from mtlssl.data.build import build_data
 from mtlssl.data.image_set import Dataset
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.encoders.build import build_encoder, load_encoder_init
 from mtlssl.engine.checkpoint import save_checkpoint
 from mtlssl.engine.inference import collect
@@ -39,22 +38,25 @@ from mtlssl.reporting.console import console, metrics_table, progress
 from mtlssl.reporting.files import write_metrics
 from mtlssl.reporting.tensorboard import TensorBoard, flatten
 from mtlssl.stages._common import check_trainer, run_stage
+from mtlssl.tasks import Task, build_tasks
 
 log = logging.getLogger(__name__)
 
 
-def monitor_tasks(cfg: DictConfig, data: Dataset) -> list[TaskSpec]:
+def monitor_tasks(cfg: DictConfig, data: Dataset) -> list[Task]:
     """The classification tasks the kNN monitor scores: ``monitor.tasks``, else all of the data's."""
     if cfg.monitor.get("disabled"):
         return []
-    tasks = data.select(cfg.monitor.tasks) if cfg.monitor.tasks else [t for t in data.tasks if t.num_classes]
+    tasks = build_tasks(data.select(cfg.monitor.tasks) if cfg.monitor.tasks else data.tasks)
+    if not cfg.monitor.tasks:
+        tasks = [t for t in tasks if t.num_classes]
     unfit = [t.name for t in tasks if not t.num_classes]
     if unfit:
         raise UserError(f"monitor.tasks: {unfit} are not classification tasks; kNN needs multiclass or binary tasks")
     return tasks
 
 
-def knn_monitor(encoder: nn.Module, tasks: list[TaskSpec], cfg: DictConfig, data: Dataset, rt: Runtime) -> dict:
+def knn_monitor(encoder: nn.Module, tasks: list[Task], cfg: DictConfig, data: Dataset, rt: Runtime) -> dict:
     """Weighted kNN accuracy of the current features per task: val images as queries, the train split as bank."""
     if not tasks:
         return {}

@@ -23,7 +23,6 @@ from torch import Tensor
 
 from mtlssl.config import config_dir, instantiate, to_plain
 from mtlssl.data.build import build_data
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.encoders.build import build_encoder, load_encoder_init
 from mtlssl.engine.checkpoint import load_checkpoint, save_checkpoint
 from mtlssl.engine.gradients import cosine_heatmap, gradient_stats
@@ -42,12 +41,12 @@ from mtlssl.engine.rng import AUGMENT, SHUFFLE, WEIGHTING, generator, rng_state,
 from mtlssl.engine.run_dir import RunDir
 from mtlssl.engine.runtime import Runtime, autocast, grad_scaler
 from mtlssl.errors import UserError
-from mtlssl.metrics import is_better
 from mtlssl.model import MultiTaskModel
 from mtlssl.reporting.console import console, metrics_table, progress
 from mtlssl.reporting.files import write_metrics
 from mtlssl.reporting.tensorboard import TensorBoard, flatten
 from mtlssl.stages._common import check_trainer, run_stage
+from mtlssl.tasks import Task, TaskSpec, build_tasks, is_better
 from mtlssl.weighting.base import Weighting
 
 log = logging.getLogger(__name__)
@@ -55,11 +54,11 @@ ENCODER_MODES = ("finetune", "frozen")
 ENGINE_KEYS = ("grad_space", "jacobian", "jacobian_chunk")  # weighting.* options for the engine, not the method
 
 
-def task_losses(tasks: list[TaskSpec], outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> Tensor:
+def task_losses(tasks: list[Task], outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> Tensor:
     return torch.stack([t.loss(outputs[t.name], targets[t.name]) for t in tasks])
 
 
-def log_step(tb: TensorBoard, tasks: list[TaskSpec], losses: Tensor, weighting: Weighting, jac: Tensor | None,
+def log_step(tb: TensorBoard, tasks: list[Task], losses: Tensor, weighting: Weighting, jac: Tensor | None,
              lr: float, step: int) -> dict[str, float]:
     """Per-step TensorBoard scalars: each task's loss and weight, its gradient norm, the pairwise gradient
     cosines and the share of conflicting pairs, and the learning rate. Returns the weight and gradient stats."""
@@ -72,9 +71,9 @@ def log_step(tb: TensorBoard, tasks: list[TaskSpec], losses: Tensor, weighting: 
     return stats
 
 
-def check_monitor(monitor: str, tasks: list[TaskSpec]) -> str:
+def check_monitor(monitor: str, tasks: list[Task]) -> str:
     """Fail before training, not after an epoch, when the model-selection metric does not exist."""
-    valid = ["val/loss"] + [f"val/{t.name}/{m}" for t in tasks for m in (*t.metrics, "loss")]
+    valid = ["val/loss"] + [f"val/{t.name}/{m}" for t in tasks for m in (*t.metric_names, "loss")]
     if monitor not in valid:
         raise UserError(f"trainer.monitor={monitor} is not a validation metric; use one of {', '.join(valid)}")
     return monitor
@@ -126,9 +125,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     seed_everything(cfg.seed, cfg.trainer.deterministic)
 
     data = build_data(cfg.data)
-    tasks = data.select(cfg.tasks)
+    tasks = build_tasks(data.select(cfg.tasks))
     train, val, test = data.split("train"), data.split("val"), data.split("test")
-    model = build_model(cfg, tasks, rt, fresh=resume is None)
+    model = build_model(cfg, [t.spec for t in tasks], rt, fresh=resume is None)
     weighting, grad_options = build_weighting(cfg, len(tasks), rt)
     augment = instantiate(cfg.augmentation, "augmentation").to(rt.device)
     frozen = mode == "frozen"
@@ -162,7 +161,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     def checkpoint(epoch: int, metrics: dict[str, float], full: bool, position: dict | None = None) -> dict:
         state = {
             "kind": "mtl", "config": to_plain(cfg), "epoch": epoch, "step": step, "metrics": metrics,
-            "tasks": [t.as_dict() for t in tasks],
+            "tasks": [t.spec.as_dict() for t in tasks],
             "encoder": {"arch": to_plain(cfg.encoder.arch), "state": model.encoder.state_dict()},
             "heads": model.heads.state_dict(), "weighting": weighting.state_dict(),
         }
@@ -247,7 +246,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             weighting.epoch_end(loss_sum / max(counted, 1))
             if last_jacobian is not None:
                 tb.image("grad/cosines", cosine_heatmap(last_jacobian), step)
-            metrics = score_tasks(model, val, cfg.trainer.eval_batch_size, rt, "val")
+            metrics = score_tasks(model, tasks, val, cfg.trainer.eval_batch_size, rt, "val")
             epoch_losses = (loss_sum / max(counted, 1)).tolist()
             metrics.update({f"train/{t.name}/epoch_loss": v for t, v in zip(tasks, epoch_losses, strict=True)})
             metrics["images_per_s"] = seen / seconds
@@ -269,7 +268,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     best_state = load_checkpoint(out.best, "best checkpoint", kinds=("mtl",))
     load_model_state(model, best_state)
     results = {**{k: v for k, v in best_state["metrics"].items() if k.startswith("val/")},
-               **score_tasks(model, test, cfg.trainer.eval_batch_size, rt, "test"), "best_epoch": best["epoch"]}
+               **score_tasks(model, tasks, test, cfg.trainer.eval_batch_size, rt, "test"), "best_epoch": best["epoch"]}
     tb.hparams(flatten(to_plain(cfg)), results)
     tb.close()
     logged = grad_sums.get("logged_steps", 0.0)

@@ -15,6 +15,7 @@ import mtlssl.data.imagefolder as files
 from mtlssl.config import config_dir
 from mtlssl.data.csv_manifest import csv
 from mtlssl.errors import UserError
+from mtlssl.tasks import build_tasks
 
 SIZE = 8
 HEADER = ["image", "split", "species", "tail", "x", "y", "tag_a", "tag_b"]
@@ -106,7 +107,7 @@ def test_empty_cells_are_missing_labels_that_the_loss_skips(manifest: Path) -> N
     train = build(manifest).splits["train"]
     expected = {"species": [1, 0, 1, 1, 1, 1], "tail": [1, 0, 0, 1, 1, 1], "xy": [1, 0, 1, 0, 1, 1],
                 "tags": [1, 0, 0, 1, 1, 1]}
-    for task in build(manifest).tasks:
+    for task in build_tasks(build(manifest).tasks):
         target = train.targets[task.name]
         valid = task.valid(target)
         assert valid.tolist() == [bool(v) for v in expected[task.name]], task.name

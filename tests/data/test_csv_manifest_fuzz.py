@@ -22,8 +22,8 @@ from PIL import Image
 
 from mtlssl.data import csv_manifest as cm
 from mtlssl.data.image_set import Dataset
-from mtlssl.data.tasks import KINDS, TaskSpec
 from mtlssl.errors import UserError
+from mtlssl.tasks import KINDS, TaskSpec
 
 # Reproducible in CI (no example database, derandomized) and quick: a few seconds per test on 2 cores.
 FUZZ = settings(max_examples=400, deadline=5000, derandomize=True, database=None,

@@ -5,8 +5,8 @@ import torch
 
 from mtlssl.data.cache import cached
 from mtlssl.data.image_set import Dataset, ImageSet
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.errors import UserError
+from mtlssl.tasks import TaskSpec
 
 
 def make_set(n: int = 10) -> ImageSet:

@@ -2,13 +2,13 @@ import pytest
 import torch
 from torch import Tensor
 
-from mtlssl.data.tasks import TaskSpec
 from mtlssl.encoders.small_cnn import small_cnn
 from mtlssl.engine.gradients import cosine_heatmap, gradient_stats, jacobian
 from mtlssl.engine.mtl_backward import GradientOptions, mtl_backward
 from mtlssl.errors import UserError
 from mtlssl.heads.linear import linear
 from mtlssl.model import MultiTaskModel
+from mtlssl.tasks import TaskSpec, build_tasks
 from mtlssl.weighting.base import GradientWeighting
 from mtlssl.weighting.equal import Equal
 
@@ -33,7 +33,7 @@ def setup(seed: int = 0) -> tuple[MultiTaskModel, torch.Tensor, dict[str, torch.
 
 def forward(model: MultiTaskModel, x: Tensor, targets: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     features, outputs = model(x)
-    return features, torch.stack([t.loss(outputs[t.name], targets[t.name]) for t in TASKS])
+    return features, torch.stack([t.loss(outputs[t.name], targets[t.name]) for t in build_tasks(TASKS)])
 
 
 def per_task_gradients(model: MultiTaskModel, x: Tensor, targets: dict[str, Tensor]) -> list[list[Tensor]]:

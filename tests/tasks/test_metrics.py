@@ -1,13 +1,27 @@
+"""Each kind's streaming metrics: hand-computed examples, missing labels skipped, the same scores whatever the
+batching, and agreement with scikit-learn's independent implementations."""
+
 import math
 import warnings
 
 import pytest
 import torch
 
-from mtlssl.data.tasks import TaskSpec
-from mtlssl.metrics import is_better, task_metrics
+from mtlssl.tasks import TaskSpec, build_task, is_better
 
 NAN = float("nan")
+
+
+def task_metrics(spec: TaskSpec, outputs: torch.Tensor, targets: torch.Tensor, batch: int | None = None) -> dict:
+    """The task's metrics of ``outputs`` against ``targets``, fed ``batch`` items at a time (all at once: None),
+    without the loss."""
+    scores = build_task(spec).metrics()
+    step = batch or len(outputs)
+    for start in range(0, len(outputs), step):
+        scores.update(outputs[start : start + step], targets[start : start + step])
+    computed = scores.compute()
+    assert list(computed)[-1] == "loss"
+    return {k: v for k, v in computed.items() if k != "loss"}
 
 
 def one_hot_logits(classes: list[int], num_classes: int) -> torch.Tensor:
@@ -109,7 +123,7 @@ def test_regression_accepts_flat_targets_for_one_dimension():
 )
 def test_no_labelled_item_gives_nan_for_every_metric(spec, targets):
     scores = task_metrics(spec, torch.zeros(2, spec.num_outputs), targets)
-    assert list(scores) == list(spec.metrics)
+    assert list(scores) == list(build_task(spec).metric_names)
     assert all(math.isnan(v) for v in scores.values())
 
 
@@ -128,3 +142,72 @@ def test_is_better_nan_is_never_better_but_is_beaten():
     assert not is_better("mae", NAN, NAN)
     assert is_better("accuracy", 0.1, NAN)
     assert is_better("mae", 5.0, NAN)
+
+
+SPECS = [TaskSpec("c", "multiclass", 4), TaskSpec("b", "binary", 1), TaskSpec("m", "multilabel", 3),
+         TaskSpec("r", "regression", 2)]
+
+
+def random_batch(spec: TaskSpec, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs and targets of ``spec``'s kind, with about a fifth of the labels missing."""
+    outputs = torch.randn(n, spec.num_outputs, generator=generator) * 2
+    missing = torch.rand(n, generator=generator) < 0.2
+    if spec.kind == "multiclass":
+        return outputs, torch.randint(0, spec.num_outputs, (n,), generator=generator).masked_fill(missing, -1)
+    if spec.kind == "regression":
+        targets = torch.randn(n, spec.num_outputs, generator=generator)
+    else:
+        targets = (torch.rand(n, spec.num_outputs, generator=generator) < 0.4).float()
+    return outputs, targets.masked_fill(missing[:, None], NAN)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.kind)
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_scores_and_loss_do_not_depend_on_the_batching(spec: TaskSpec, batch: int) -> None:
+    outputs, targets = random_batch(spec, 200, torch.Generator().manual_seed(0))
+    task = build_task(spec)
+    whole, streamed = task.metrics(), task.metrics()
+    whole.update(outputs, targets)
+    for start in range(0, len(outputs), batch):
+        streamed.update(outputs[start : start + batch], targets[start : start + batch])
+    streamed_scores, whole_scores = streamed.compute(), whole.compute()
+    streamed_loss, whole_loss = streamed_scores.pop("loss"), whole_scores.pop("loss")
+    assert streamed_scores == pytest.approx(whole_scores, rel=1e-12)
+    # The streamed mean loss is the task's loss over the whole split (mean over labelled items), up to the
+    # order of float32 sums.
+    assert streamed_loss == pytest.approx(whole_loss, rel=1e-6)
+    assert streamed_loss == pytest.approx(task.loss(outputs, targets).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.kind)
+def test_scores_match_scikit_learn(spec: TaskSpec) -> None:
+    metrics = pytest.importorskip("sklearn.metrics")
+    outputs, targets = random_batch(spec, 300, torch.Generator().manual_seed(1))
+    scores = task_metrics(spec, outputs, targets, batch=32)
+    keep = build_task(spec).valid(targets)
+    out, y = outputs[keep].double(), targets[keep]
+    if spec.kind == "multiclass":
+        predicted = out.argmax(dim=1).numpy()
+        expected = {"accuracy": metrics.accuracy_score(y.numpy(), predicted),
+                    "macro_f1": metrics.f1_score(y.numpy(), predicted, average="macro")}
+    elif spec.kind == "binary":
+        expected = {"accuracy": metrics.accuracy_score(y.view(-1).numpy(), (out.view(-1) > 0).numpy()),
+                    "auroc": metrics.roc_auc_score(y.view(-1).numpy(), out.view(-1).numpy())}
+    elif spec.kind == "multilabel":
+        expected = {"accuracy": float(((out > 0).double() == y).double().mean()),
+                    "auroc": metrics.roc_auc_score(y.numpy(), out.numpy(), average="macro")}
+    else:
+        expected = {"mae": metrics.mean_absolute_error(y.numpy(), out.numpy()),
+                    "rmse": math.sqrt(metrics.mean_squared_error(y.numpy(), out.numpy()))}
+    assert scores == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_task_kind_rule_is_checked_when_the_spec_is_made() -> None:
+    from mtlssl.errors import UserError
+
+    with pytest.raises(UserError, match="unknown kind 'ordinal'; use one of multiclass, binary, multilabel"):
+        TaskSpec("t", "ordinal", 3)
+    with pytest.raises(UserError, match="num_outputs=1 is too small for multiclass"):
+        TaskSpec("t", "multiclass", 1)
+    with pytest.raises(UserError, match="a binary task has num_outputs=1"):
+        TaskSpec("t", "binary", 2)
