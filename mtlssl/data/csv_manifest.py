@@ -129,7 +129,7 @@ def _parse_tasks(tasks: Mapping[str, Any] | None, manifest: Path) -> list[TaskCo
         if unknown:
             raise UserError(f"{where} has unknown key(s) {unknown}; the keys are {', '.join(TASK_KEYS)}")
         kind = declared.get("kind")
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise UserError(f"{where}.kind={kind!r} is not a task kind; use one of {', '.join(KINDS)}")
         columns = _columns(declared.get("column", str(name)), where)  # the column defaults to the task's name
         num_outputs = declared.get("num_outputs")

@@ -52,7 +52,7 @@ weird_cell = st.one_of(
 )
 # Mostly valid, so that many examples get past the first cell and their labels are checked.
 label_cell = st.one_of(good_cell, good_cell, good_cell, fair_cell, weird_cell)
-kind = st.sampled_from(KINDS) | st.sampled_from(["", "Multiclass", "ordinal", None, 3]) | st.lists(st.text(max_size=3))
+kind = st.sampled_from(tuple(KINDS)) | st.sampled_from(["", "Multiclass", "ordinal", None, 3]) | st.lists(st.text(max_size=3))
 column = st.one_of(st.sampled_from(COLUMNS), st.lists(st.sampled_from(COLUMNS), max_size=3),
                    st.sampled_from([None, 3, True, 2.5, "", "zz", [], [None], [["a"]], {"a": 1}, ("a", "b")]))
 num_outputs = st.none() | st.integers(-3, 6) | st.sampled_from(
@@ -67,7 +67,7 @@ declaration = st.one_of(
 @st.composite
 def good_declaration(draw: st.DrawFn) -> dict[str, Any]:
     """A declaration that fits the columns: one column for multiclass/binary, several for the others."""
-    task_kind = draw(st.sampled_from(KINDS))
+    task_kind = draw(st.sampled_from(tuple(KINDS)))
     if task_kind in ("multiclass", "binary"):
         declared: dict[str, Any] = {"kind": task_kind, "column": draw(st.sampled_from(COLUMNS))}
         if task_kind == "multiclass":
