@@ -20,11 +20,13 @@ STAGES = {
 USAGE = """usage: mtlssl <stage> [hydra overrides]     (mtlssl <stage> --help for a stage's options)
        mtlssl summarize <dir> [<dir> ...] [--out DIR] [--split test]
        mtlssl reproduce <run_dir> [--out DIR]
+       mtlssl export <run_dir or .pt> --out DIR
 
 stages:
 {stages}
   summarize  mean ± std over seeds of the runs in sweep directories, delta_m/delta_p, average ranks
   reproduce  rerun a run from its recorded overrides (and configs at its commit); compare the metrics
+  export     write a trained model as safetensors (the encoder with torchvision's key names for ResNets)
 
 examples:
   mtlssl pipeline
@@ -34,6 +36,8 @@ examples:
   mtlssl eval ckpt=outputs/train_mtl/<date>/<time>
   mtlssl summarize outputs/train_mtl/sweeps/<name>
   mtlssl reproduce outputs/train_mtl/<date>/<time>
+  mtlssl export outputs/train_mtl/<date>/<time> --out exported/
+  python -m mtlssl pipeline
 """
 
 
@@ -58,6 +62,15 @@ def missing_plugin(overrides: list[str]) -> str | None:
     return None
 
 
+def appended_experiment(overrides: list[str]) -> str | None:
+    """``+experiment=<name>`` (the form before experiments were a default group): Hydra's own error would only
+    say that the key is already there."""
+    for override in overrides:
+        if override.startswith("+experiment="):
+            return f"{override}: experiment is a config group of every stage now; write {override[1:]} (no +)"
+    return None
+
+
 def usage() -> str:
     return USAGE.format(stages="\n".join(f"  {name:<10} {help}" for name, (_, help) in STAGES.items()))
 
@@ -76,10 +89,14 @@ def main() -> None:
         from mtlssl.reproduce import main as reproduce_main
 
         sys.exit(reproduce_main(rest))
+    if stage == "export":
+        from mtlssl.api import export_main
+
+        sys.exit(export_main(rest))
     if stage not in STAGES:
         print(f"mtlssl: unknown stage '{stage}'\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    problem = missing_plugin(rest)
+    problem = missing_plugin(rest) or appended_experiment(rest)
     if problem:
         print(f"mtlssl {stage}: error: {problem}", file=sys.stderr)
         sys.exit(2)

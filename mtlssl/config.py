@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,48 @@ def instantiate(node: DictConfig, where: str, allowed: tuple[str, ...] = (), **k
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain Python data (safe to store in a weights-only checkpoint)."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def _kind(value: Any) -> str | None:
+    """The type an override must keep: bool, integer, number, list or mapping; None when anything goes (a string,
+    or a default of null, whose type is unknown)."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, (list, ListConfig)):
+        return "a list"
+    if isinstance(value, (dict, DictConfig)):
+        return "a mapping"
+    return None
+
+
+def _fits(value: Any, kind: str) -> bool:
+    if value is None:  # null is allowed everywhere (e.g. trainer.grad_clip=null)
+        return True
+    checks = {"true or false": lambda v: isinstance(v, bool),
+              "an integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "a number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "a list": lambda v: isinstance(v, (list, ListConfig)), "a mapping": lambda v: isinstance(v, (dict,
+                                                                                                         DictConfig))}
+    return checks[kind](value)
+
+
+def check_override_types(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) -> None:
+    """Refuse a command-line value whose type differs from its default's (``optim.lr=abc``, ``trainer.epochs=2.5``):
+    one message naming the key, what it needs and its default, instead of a traceback deep in the run.
+    ``defaults`` is the same config composed without the value overrides."""
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or key.startswith(("~", "hydra.", "+hydra.")):
+            continue
+        key = override_key(override)
+        default, value = OmegaConf.select(defaults, key, default=None), OmegaConf.select(cfg, key, default=None)
+        kind = _kind(default)
+        if kind is not None and not _fits(value, kind):
+            shown = (json.dumps(OmegaConf.to_container(default), separators=(",", ":"))
+                     if isinstance(default, (DictConfig, ListConfig)) else str(default).lower()
+                     if isinstance(default, bool) else default)
+            raise UserError(f"{key}={raw}: {key} needs {kind} (its default is {shown}); write e.g. {key}={shown}")

@@ -16,7 +16,7 @@ import sys
 
 CHILD = """
 import sys, time, torch
-from mtlssl.encoders.small_cnn import small_cnn
+from mtlssl.models.backbones.small_cnn import small_cnn
 from mtlssl.engine.runtime import keep_freed_memory
 from mtlssl.ssl.simclr import SimCLR
 allocator, precision, width, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

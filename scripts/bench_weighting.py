@@ -27,31 +27,39 @@ import torch
 from torch import Tensor
 
 import mtlssl.weighting as weighting_lib
-from mtlssl.encoders.small_cnn import small_cnn
-from mtlssl.engine.mtl_backward import GradientOptions, mtl_backward
+from mtlssl.engine.backward import GradientOptions, backward
 from mtlssl.engine.runtime import keep_freed_memory
-from mtlssl.heads.linear import linear
-from mtlssl.model import MultiTaskModel
+from mtlssl.models.arch.base import MultiTaskArchitecture
+from mtlssl.models.build import build_model
 from mtlssl.tasks import TaskSpec, build_tasks
 
 EXTRA_HPARAMS = {"static": lambda t: {"weights": [1.0] * t}}
 
 
-def make_step(model: MultiTaskModel, method: weighting_lib.Weighting | None, options: GradientOptions,
+def hard_sharing(width: int, tasks: list[TaskSpec], device: torch.device) -> MultiTaskArchitecture:
+    """small_cnn of ``width`` with a linear head per task, channels_last on ``device``."""
+    model = build_model({"arch": "hps", "backbone": {"_target_": "mtlssl.models.backbones.small_cnn.small_cnn",
+                                                     "width": width},
+                         "head": {"_target_": "mtlssl.models.heads.linear.linear", "_partial_": True},
+                         "tasks": [t.as_dict() for t in tasks]})
+    return model.to(device, memory_format=torch.channels_last)
+
+
+def make_step(model: MultiTaskArchitecture, method: weighting_lib.Weighting | None, options: GradientOptions,
               x: Tensor, targets: Tensor, tasks: list[TaskSpec]) -> Callable[[], None]:
     params = [*model.parameters(), *(method.parameters() if method is not None else [])]
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
 
     def losses() -> tuple[Tensor, Tensor]:
-        features, outputs = model(x)
-        return features, torch.stack([t.loss(outputs[t.name], targets[:, i : i + 1])
-                                      for i, t in enumerate(build_tasks(tasks))])
+        output = model(x)
+        return output.shared, torch.stack([t.loss(output.outputs[t.name], targets[:, i : i + 1])
+                                           for i, t in enumerate(build_tasks(tasks))])
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         features, task_losses = losses()
         if method is None:  # LibMTL-style naive loop
-            shared = list(model.encoder.parameters())
+            shared = model.shared_parameters()
             rows = []
             for i in range(len(tasks)):
                 for p in shared:
@@ -64,7 +72,8 @@ def make_step(model: MultiTaskModel, method: weighting_lib.Weighting | None, opt
                 p.grad = direction[offset : offset + p.numel()].view_as(p).clone()
                 offset += p.numel()
         else:
-            mtl_backward(model, features, task_losses, method, options)
+            own = [model.task_parameters(t.name) for t in tasks]
+            backward(task_losses, model.shared_parameters(), own, method, options, features)
         optimizer.step()
         if method is not None and method.needs_post_step_losses:
             with torch.no_grad():
@@ -84,16 +93,16 @@ def build_runs(num_tasks: int, names: list[str], device: torch.device, width: in
     for name in names:
         spaces = ["params", "features"] if weighting_lib.METHODS[name].needs_gradients else ["params"]
         for space in spaces:
-            model = MultiTaskModel(small_cnn(width), tasks, head=linear).to(device, memory_format=torch.channels_last)
+            model = hard_sharing(width, tasks, device)
             method = weighting_lib.get(name, num_tasks, **EXTRA_HPARAMS.get(name, lambda t: {})(num_tasks)).to(device)
             method.generator = torch.Generator(device=device).manual_seed(0)
             label = name if space == "params" else f"{name} (features)"
             runs[label] = make_step(model, method, GradientOptions(grad_space=space), x, targets, tasks)
     if "nash_mtl" in names:  # the solver amortised over 10 steps (Navon et al.'s update_weights_every)
-        model = MultiTaskModel(small_cnn(width), tasks, head=linear).to(device, memory_format=torch.channels_last)
+        model = hard_sharing(width, tasks, device)
         method = weighting_lib.get("nash_mtl", num_tasks, update_every=10).to(device)
         runs["nash_mtl (update_every=10)"] = make_step(model, method, GradientOptions(), x, targets, tasks)
-    model = MultiTaskModel(small_cnn(width), tasks, head=linear).to(device, memory_format=torch.channels_last)
+    model = hard_sharing(width, tasks, device)
     runs["naive-loop (LibMTL style, mean)"] = make_step(model, None, GradientOptions(), x, targets, tasks)
     return runs
 

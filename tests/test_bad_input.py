@@ -16,10 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mtlssl.config import config_dir, instantiate
-from mtlssl.engine.checkpoint import load_checkpoint
 from mtlssl.engine.optim import build_optimizer, param_groups
 from mtlssl.engine.run_dir_guard import RunDirGuard
 from mtlssl.engine.runtime import Runtime
+from mtlssl.engine.state import read_checkpoint
 from mtlssl.errors import UserError
 from mtlssl.stages import evaluate, pretrain, train_mtl
 from tests.conftest import TINY, TINY_TRAIN, tiny
@@ -176,7 +176,7 @@ def test_a_negative_encoder_rate_and_a_wrong_kind_name_the_fix(pretrained_run: P
         param_groups([(nn.Linear(2, 2), 1.0), (nn.Linear(2, 2), -1)], lr=0.1, weight_decay=0.0)
     with pytest.raises(UserError, match="is a pretrain checkpoint, but a mtl checkpoint is needed here; give a run "
                                         "directory or .pt written by mtlssl train-mtl"):
-        load_checkpoint(pretrained_run, "baselines", kinds=("mtl",))
+        read_checkpoint(pretrained_run, "baselines", kinds=("mtl",))
 
 
 @pytest.mark.skipif(not Path("/proc/self/mem").is_file(), reason="needs Linux's /proc")

@@ -63,13 +63,20 @@ def test_multirun_sweep_runs_two_jobs_in_readable_directories(tmp_path: Path) ->
         (["train-mtl", "tasks=[shape,nope]"], "unknown task 'nope'"),
         (["train-mtl", "encoder.init={pretrained}", "encoder.arch.width=6"], "encoder mismatch"),
         (["train-mtl", "hydra.run.dir={pretrained}"], "is a pretrain checkpoint, but a mtl checkpoint is needed"),
+        # a wrong type in an override: named before any training, not a traceback deep in the run
+        (["train-mtl", "optim.lr=abc"], "optim.lr=abc: optim.lr needs a number (its default is 0.002)"),
+        (["train-mtl", "trainer.epochs=abc"], "trainer.epochs=abc: trainer.epochs needs an integer (its default is"),
+        (["pretrain", "trainer.deterministic=yes"], "trainer.deterministic needs true or false"),
+        (["pipeline", "pretrain.trainer.epochs=2.5"], "pretrain.trainer.epochs needs an integer"),
+        (["train-mtl", "+experiment=multimnist_mgda"], "write experiment=multimnist_mgda (no +)"),
     ],
 )
 def test_user_errors_exit_2_with_one_clear_message(args: list[str], message: str, pretrained_run: Path,
                                                    tmp_path: Path) -> None:
     before = own_outputs(pretrained_run)
     stage, *rest = (a.format(pretrained=pretrained_run) for a in args)
-    out = run_cli("mtlssl", stage, *(TINY if stage == "train-mtl" else ["device=cpu"]), *rest, cwd=tmp_path)
+    common = {"train-mtl": TINY, "pretrain": TINY}.get(stage, ["device=cpu"])
+    out = run_cli("mtlssl", stage, *common, *rest, cwd=tmp_path)
     assert out.returncode == 2
     text = " ".join((out.stdout + out.stderr).split())  # undo the console's line wrapping
     assert message in text and "Traceback" not in text
@@ -103,3 +110,10 @@ def test_a_preset_without_its_plugin_names_the_extra(monkeypatch: pytest.MonkeyP
                         lambda name: None if name.endswith("submitit_launcher") else installed(name))
     assert cli.missing_plugin(["launcher=joblib"]) is None
     assert 'pip install "mtlssl[launchers]"' in cli.missing_plugin(["seed=1", "+launcher=slurm"])
+
+
+def test_python_dash_m_mtlssl_is_the_mtlssl_command(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "mtlssl", "train-mtl", "--cfg", "job", "experiment=multimnist_mgda"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "mtlssl.weighting.mgda.MGDA" in out.stdout and "mtlssl.data.multimnist.multimnist" in out.stdout

@@ -9,9 +9,9 @@ from omegaconf import OmegaConf
 
 from mtlssl.config import config_dir, instantiate
 from mtlssl.data.build import build_data
-from mtlssl.encoders.build import build_encoder
 from mtlssl.engine.runtime import Runtime
 from mtlssl.errors import UserError
+from mtlssl.models.backbones.build import build_backbone
 from mtlssl.stages.train_mtl import build_weighting
 from mtlssl.weighting.base import LossWeighting
 from tests.conftest import TINY, compose_config, tiny
@@ -32,19 +32,22 @@ def test_primary_configs_compose(name: str) -> None:
 @pytest.mark.parametrize("option", options("encoder"))
 def test_every_encoder_builds_and_maps_images_to_features(option: str) -> None:
     cfg = compose_config("train_mtl", [f"encoder={option}", "data.cache_dir=null"])
-    encoder = build_encoder(cfg.encoder.arch).eval()
+    encoder = build_backbone(cfg.encoder.arch).eval()
     with torch.no_grad():
-        fmap = encoder.feature_map(torch.rand(2, 3, 32, 32))
+        maps = encoder.feature_maps(torch.rand(2, 3, 32, 32))
         features = encoder(torch.rand(2, 3, 32, 32))
-    assert fmap.shape[:2] == (2, encoder.out_dim) and features.shape == (2, encoder.out_dim)
+    # every stage's map has the channels and stride the backbone declares; the last one's pool is the feature
+    assert [m.shape[1:] for m in maps] == [(c, 32 // s, 32 // s) for c, s in zip(encoder.stage_channels,
+                                                                                 encoder.stage_strides, strict=True)]
+    assert maps[-1].shape[1] == encoder.out_dim and features.shape == (2, encoder.out_dim)
 
 
 def test_cifar_stem_keeps_resolution() -> None:
     plain = compose_config("train_mtl", ["encoder=resnet18"])
     stem = compose_config("train_mtl", ["encoder=resnet18", "encoder.arch.cifar_stem=true"])
     x = torch.rand(1, 3, 32, 32)
-    assert build_encoder(plain.encoder.arch).eval().feature_map(x).shape[-1] == 1
-    assert build_encoder(stem.encoder.arch).eval().feature_map(x).shape[-1] == 4
+    assert build_backbone(plain.encoder.arch).eval().feature_maps(x)[-1].shape[-1] == 1
+    assert build_backbone(stem.encoder.arch).eval().feature_maps(x)[-1].shape[-1] == 4
 
 
 @pytest.mark.parametrize("option", options("augmentation"))

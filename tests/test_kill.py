@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from mtlssl.engine.checkpoint import load_checkpoint
 from mtlssl.engine.preemption import EXIT_PREEMPTED
+from mtlssl.engine.state import read_checkpoint
 from tests.conftest import TINY
 
 # 3 epochs of 4 steps, last.pt also every 2 steps: checkpoints at steps 2, 4 (+best), 6, 8 (+best), 10, 12 (+best).
@@ -37,7 +37,8 @@ def hit(name, path=""):
         if seen["count"] == int(n):
             os.kill(os.getpid(), signal.SIGKILL)
 
-import mtlssl.engine.checkpoint as checkpoint, mtlssl.io as files, mtlssl.stages.train_mtl as train_mtl
+import mtlssl.engine.loop as loop, mtlssl.engine.state as state, mtlssl.io as files
+import mtlssl.stages.train_mtl as train_mtl
 
 class HalfWrites:
     def __init__(self, f, path):
@@ -61,13 +62,13 @@ def killing_open(path):
         yield HalfWrites(f, path)
         hit("written", path)
     hit("renamed", path)
-checkpoint.atomic_open = files.atomic_open = killing_open
+state.atomic_open = files.atomic_open = killing_open
 
-real_apply = train_mtl.apply_gradients
+real_apply = loop.apply_gradients
 def killing_apply(*args, **kwargs):
     hit("step")
     real_apply(*args, **kwargs)
-train_mtl.apply_gradients = killing_apply
+loop.apply_gradients = killing_apply
 
 sys.argv = ["mtlssl-train-mtl", *sys.argv[1:]]
 train_mtl.main()
@@ -104,8 +105,8 @@ def test_sigkill_at_six_points_then_resume_gives_identical_metrics(tmp_path: Pat
         out = launch(run, kill_at)
         assert out.returncode == -signal.SIGKILL, f"{kill_at} was never reached:\n{out.stderr[-2000:]}"
         for ckpt in (run / "checkpoints").glob("*.pt"):  # only complete checkpoints bear a real name
-            load_checkpoint(ckpt, "killed run")
-        last = load_checkpoint(run / "checkpoints" / "last.pt", "killed run")
+            read_checkpoint(ckpt, "killed run")
+        last = read_checkpoint(run / "checkpoints" / "last.pt", "killed run")
         assert last["step"] == resumes_from, kill_at
     out = launch(run, None)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -130,5 +131,5 @@ def test_sigterm_from_outside_saves_and_exits_75(tmp_path: Path) -> None:
     assert job.returncode == EXIT_PREEMPTED, output[-3000:]
     text = " ".join(output.split())
     assert "stopped by SIGTERM at " in text and f"hydra.run.dir={tmp_path}" in text  # mid-epoch or at its end
-    saved = load_checkpoint(last, "preempted run")
+    saved = read_checkpoint(last, "preempted run")
     assert 0 < saved["step"] < 200 * 4 and not (tmp_path / "metrics.json").exists()

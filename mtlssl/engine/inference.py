@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from mtlssl.data.image_set import ImageSet
 from mtlssl.engine.runtime import Runtime, autocast
-from mtlssl.model import MultiTaskModel
+from mtlssl.models.arch.base import MultiTaskArchitecture
 from mtlssl.tasks import Task
 
 
@@ -38,7 +38,7 @@ def collect(
 
 
 @torch.no_grad()
-def score_tasks(model: MultiTaskModel, tasks: Sequence[Task], data: ImageSet, batch_size: int, rt: Runtime,
+def score_tasks(model: MultiTaskArchitecture, tasks: Sequence[Task], data: ImageSet, batch_size: int, rt: Runtime,
                 prefix: str) -> dict[str, float]:
     """Every task's metrics and loss on a split, as ``{prefix}/{task}/{metric}``, plus ``{prefix}/loss`` (the
     unweighted mean of the task losses that are defined). Metrics are updated batch by batch."""
@@ -47,7 +47,7 @@ def score_tasks(model: MultiTaskModel, tasks: Sequence[Task], data: ImageSet, ba
     scores = {task.name: task.metrics() for task in tasks}
     for images, targets in data.batches(batch_size):
         with autocast(rt.device, rt.precision):
-            outputs = model(rt.images(images))[1]
+            outputs = model(rt.images(images)).outputs
         for task in tasks:
             scores[task.name].update(outputs[task.name], targets[task.name].to(rt.device, non_blocking=True))
     model.train(was_training)

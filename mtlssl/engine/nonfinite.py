@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mtlssl.errors import UserError
 
@@ -31,11 +31,12 @@ def nonfinite_names(values: Tensor, names: Sequence[str]) -> list[str]:
     return [n for n, b in zip(names, bad, strict=True) if b]
 
 
-def nonfinite_grads(groups: Mapping[str, nn.Module]) -> list[str]:
-    """The groups (e.g. a task's head, the shared encoder) with a non-finite gradient (one device sync)."""
+def nonfinite_grads(groups: Mapping[str, Sequence[Tensor]]) -> list[str]:
+    """The named parameter groups (e.g. a task's head, the shared encoder) with a non-finite gradient (one device
+    sync)."""
     names, flags = [], []
-    for name, module in groups.items():
-        grads = [p.grad for p in module.parameters() if p.grad is not None]
+    for name, params in groups.items():
+        grads = [p.grad for p in params if p.grad is not None]
         if grads:
             names.append(name)
             flags.append(torch.stack([torch.isfinite(g).all() for g in grads]).all())
@@ -62,7 +63,7 @@ class NonFiniteGuard:
         return not bad or self._fault(f"non-finite loss of task {', '.join(f'{t} ({values[t]})' for t in bad)}",
                                       epoch, step)
 
-    def grads_ok(self, groups: Mapping[str, nn.Module], epoch: int, step: int) -> bool:
+    def grads_ok(self, groups: Mapping[str, Sequence[Tensor]], epoch: int, step: int) -> bool:
         bad = nonfinite_grads(groups)
         return not bad or self._fault(f"non-finite gradient in {', '.join(bad)}", epoch, step)
 

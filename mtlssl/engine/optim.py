@@ -4,11 +4,11 @@ per-step learning-rate schedules."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from omegaconf import DictConfig
-from torch import nn
+from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -18,8 +18,10 @@ from mtlssl.errors import UserError
 OptimizerFactory = Callable[[list[dict]], Optimizer]
 
 
-def param_groups(modules: Sequence[tuple[nn.Module, float]], lr: float, weight_decay: float) -> list[dict]:
-    """One decayed and one undecayed group per (module, lr multiplier); frozen parameters are left out.
+def param_groups(parts: Sequence[tuple[Iterable[Tensor] | nn.Module, float]], lr: float,
+                 weight_decay: float) -> list[dict]:
+    """One decayed and one undecayed group per (parameters or module, lr multiplier); frozen parameters are left
+    out.
 
     Biases and normalisation parameters (1-d tensors) get no weight decay, as in SimCLR/LARS and timm.
     """
@@ -28,11 +30,11 @@ def param_groups(modules: Sequence[tuple[nn.Module, float]], lr: float, weight_d
     if not weight_decay >= 0:
         raise UserError(f"optim.weight_decay must be >= 0 (got {weight_decay}); use 0 for no decay")
     groups = []
-    for module, lr_mult in modules:
+    for part, lr_mult in parts:
         if not lr_mult >= 0:  # the only multiplier a user sets is the encoder's
             raise UserError(f"encoder.lr_mult must be >= 0 (got {lr_mult}); to keep the encoder fixed use "
                             "encoder.mode=frozen")
-        params = [p for p in module.parameters() if p.requires_grad]
+        params = [p for p in (part.parameters() if isinstance(part, nn.Module) else part) if p.requires_grad]
         for decay, members in ((weight_decay, [p for p in params if p.dim() > 1]),
                                (0.0, [p for p in params if p.dim() <= 1])):
             if members:

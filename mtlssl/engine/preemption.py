@@ -81,12 +81,12 @@ def periodic_save(every: int, stepped: bool, step: int) -> bool:
 
 
 def epoch_position(batch: int, layout: dict[str, int], loss_sum: Tensor, counted: int,
-                   *generators: torch.Generator | None) -> dict[str, Any]:
+                   generators: dict[str, torch.Generator]) -> dict[str, Any]:
     """What a checkpoint between epoch ends needs to continue the epoch exactly: the batches done, the running
-    loss sums, and the epoch's random generators (the batch order is re-derived from the seed). ``layout``
-    (seed, batch sizes, batches per epoch) must be the same when it continues."""
+    loss sums, and the epoch's random generators by name (the batch order is re-derived from the seed).
+    ``layout`` (seed, batch sizes, batches per epoch) must be the same when it continues."""
     return {"batch": batch, "layout": layout, "loss_sum": loss_sum.detach().cpu(), "counted": counted,
-            "generators": [g.get_state() if g is not None else None for g in generators]}
+            "generators": {name: g.get_state() for name, g in generators.items()}}
 
 
 def check_layout(position: dict[str, Any] | None, layout: dict[str, int]) -> None:
@@ -100,12 +100,13 @@ def check_layout(position: dict[str, Any] | None, layout: dict[str, int]) -> Non
 
 
 def resume_epoch(position: dict[str, Any] | None, loss_sum: Tensor,
-                *generators: torch.Generator | None) -> tuple[int, int, Tensor]:
+                 generators: dict[str, torch.Generator]) -> tuple[int, int, Tensor]:
     """(batches done, losses counted, loss sums) to start an epoch from: nothing yet, or where ``position`` (a
-    run resumed mid-epoch) left it, with the epoch's ``generators`` set back to the draws it had made."""
+    run resumed mid-epoch) left it, with the epoch's ``generators`` set back to the draws they had made."""
     if position is None:
         return 0, 0, loss_sum
-    for g, state in zip(generators, position["generators"], strict=True):
-        if g is not None and state is not None:
+    for name, g in generators.items():
+        state = position["generators"].get(name)
+        if state is not None:
             g.set_state(state)
     return position["batch"], position["counted"], position["loss_sum"].to(loss_sum.device)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mtlssl.engine.checkpoint import load_checkpoint
+from mtlssl.engine.state import read_checkpoint
 from mtlssl.errors import UserError
 from mtlssl.io import remove_stale_temporaries
 from mtlssl.reporting import provenance
@@ -25,7 +26,9 @@ class RunDir:
         self.best = self.checkpoints / "best.pt"
         self.tensorboard = self.path / "tb"
 
-    def prepare(self, cfg: DictConfig) -> None:
+    def prepare(self, config: DictConfig | Mapping[str, Any]) -> None:
+        """Create the run directory and record what makes the run (resolved config, provenance); clear the
+        temporary files of a killed process's writes."""
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -33,7 +36,7 @@ class RunDir:
                             "choose a writable one with hydra.run.dir=<dir>") from err
         for stale in [*remove_stale_temporaries(self.path), *remove_stale_temporaries(self.checkpoints)]:
             log.info("removed %s, the partial write of a killed process", stale)
-        write_resolved_config(self.path, cfg)
+        write_resolved_config(self.path, config)
         provenance.record(self.path)
 
     def resume_state(self, resume: str | bool, kind: str) -> dict[str, Any] | None:
@@ -51,7 +54,7 @@ class RunDir:
                 raise UserError(f"resume=true but '{self.last}' does not exist; relaunch with "
                                 "hydra.run.dir=<the run directory to continue>")
             return None
-        return load_checkpoint(self.last, "resume", kinds=(kind,))
+        return read_checkpoint(self.last, "resume", kinds=(kind,))
 
     def check_unchanged(self, resume: dict[str, Any] | None, cfg: DictConfig, keys: tuple[str, ...]) -> None:
         """Refuse to continue a run under another method or optimizer (their saved states would not load)."""

@@ -68,7 +68,7 @@ def check_stage(run_dir: Path, stage: str) -> None:
     other, kind = found
     if kind is None:
         why = f"its .hydra/hydra.yaml names the job {other}"
-    elif stage in KIND_OF_STAGE:  # in the words of the stage's own check (load_checkpoint), which this one precedes
+    elif stage in KIND_OF_STAGE:  # in the words of the stage's own check (read_checkpoint), which this one precedes
         why = f"its checkpoints/last.pt is a {kind} checkpoint, but a {KIND_OF_STAGE[stage]} checkpoint is needed here"
     else:
         why = f"its checkpoints/last.pt is a {kind} checkpoint"

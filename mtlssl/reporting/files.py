@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,5 +27,5 @@ def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> None:
     write_atomic(Path(run_dir) / "metrics.json", json.dumps(_json_safe(metrics), indent=2, sort_keys=True) + "\n")
 
 
-def write_resolved_config(run_dir: str | Path, cfg: DictConfig) -> None:
+def write_resolved_config(run_dir: str | Path, cfg: DictConfig | Mapping[str, Any]) -> None:
     write_atomic(Path(run_dir) / "resolved_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

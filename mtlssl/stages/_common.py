@@ -10,19 +10,38 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.markup import escape
 
+from mtlssl.config import check_override_types, config_dir, override_key
 from mtlssl.engine.preemption import EXIT_PREEMPTED, Preempted
+from mtlssl.engine.rng import seed_everything
+from mtlssl.engine.run_dir import RunDir
 from mtlssl.engine.run_dir_guard import undo_refused_launch
+from mtlssl.engine.runtime import Runtime
 from mtlssl.errors import UserError
 from mtlssl.reporting.console import console
 
 log = logging.getLogger("mtlssl")
 
 StageRun = Callable[[DictConfig, Path], dict[str, float]]
+
+
+def start_training(cfg: DictConfig, run_dir: Path, kind: str, min_epochs: int,
+                   unchanged: tuple[str, ...]) -> tuple[Runtime, RunDir, dict | None]:
+    """What a training stage does first: the runtime, the checked trainer settings, the run directory and the
+    checkpoint to resume from (refused if the run was made with other ``unchanged`` keys), and the seed."""
+    rt = Runtime.create(cfg.device, cfg.precision, cfg.trainer.channels_last)
+    check_trainer(cfg.trainer, min_epochs)
+    out = RunDir(run_dir)
+    resume = out.resume_state(cfg.resume, kind)
+    out.check_unchanged(resume, cfg, unchanged)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    return rt, out, resume
 
 
 def check_trainer(trainer: DictConfig, min_epochs: int) -> None:
@@ -39,6 +58,24 @@ def check_trainer(trainer: DictConfig, min_epochs: int) -> None:
     if not trainer.checkpoint_every_steps >= 0:
         raise UserError(f"trainer.checkpoint_every_steps must be >= 0 (got {trainer.checkpoint_every_steps}); "
                         "0 saves last.pt at epoch ends only")
+
+
+def check_overrides(cfg: DictConfig) -> None:
+    """The command line's value overrides keep their defaults' types (``optim.lr=abc`` is one clear error). The
+    defaults are this stage's config composed again with the same group choices, without the value overrides."""
+    hydra_cfg = HydraConfig.get()
+    choices = {group: choice for group, choice in hydra_cfg.runtime.choices.items()
+               if choice is not None and not group.startswith("hydra")}
+    values = [o for o in hydra_cfg.overrides.task if override_key(o) not in choices]
+    if not values:
+        return
+    again = [f"{group}={choice}" for group, choice in choices.items()]
+    if GlobalHydra.instance().is_initialized():
+        defaults = compose(config_name=hydra_cfg.job.config_name, overrides=again)
+    else:  # a launcher's worker process: no Hydra of its own
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            defaults = compose(config_name=hydra_cfg.job.config_name, overrides=again)
+    check_override_types(cfg, defaults, values)
 
 
 def check_objective(objective: str | None) -> None:
@@ -77,6 +114,7 @@ def run_stage(run: StageRun, cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     objective = cfg.get("objective")
     try:
+        check_overrides(cfg)
         check_objective(objective)
         metrics = run(cfg, run_dir)
         value = objective_value(metrics, objective)

@@ -15,29 +15,26 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mtlssl.config import config_dir, instantiate
+from mtlssl.config import config_dir
 from mtlssl.data.build import build_data
 from mtlssl.data.image_set import Dataset
-from mtlssl.encoders.base import Encoder
-from mtlssl.encoders.build import build_encoder
-from mtlssl.engine.checkpoint import load_checkpoint
 from mtlssl.engine.inference import collect, score_tasks
 from mtlssl.engine.runtime import Runtime
+from mtlssl.engine.state import read_checkpoint, rebuild_model
 from mtlssl.errors import UserError
 from mtlssl.metrics import knn_accuracy, linear_probe_accuracy
 from mtlssl.metrics.mtl_summary import delta_m, delta_p
-from mtlssl.model import MultiTaskModel
+from mtlssl.models.backbones.base import Backbone
 from mtlssl.reporting import provenance
 from mtlssl.reporting.console import console, metrics_table
 from mtlssl.reporting.files import write_metrics, write_resolved_config
 from mtlssl.stages._common import run_stage
-from mtlssl.stages.train_mtl import load_model_state
-from mtlssl.tasks import TaskSpec, build_tasks
+from mtlssl.tasks import build_tasks
 
 log = logging.getLogger(__name__)
 
 
-def probe(encoder: Encoder, data: Dataset, split: str, cfg: DictConfig, batch_size: int, rt: Runtime) -> dict:
+def probe(encoder: Backbone, data: Dataset, split: str, cfg: DictConfig, batch_size: int, rt: Runtime) -> dict:
     """Linear-probe and kNN accuracy of frozen features for each multiclass and binary task."""
     tasks = [t for t in build_tasks(data.tasks) if t.num_classes]
     if not tasks:
@@ -56,16 +53,13 @@ def probe(encoder: Encoder, data: Dataset, split: str, cfg: DictConfig, batch_si
 
 def score_mtl(ckpt: dict, data: Dataset, split: str, batch_size: int, rt: Runtime) -> dict[str, float]:
     """An mtl checkpoint's per-task metrics on ``split`` of ``data``."""
-    trained = OmegaConf.create(ckpt["config"])
-    tasks = [TaskSpec(**t) for t in ckpt["tasks"]]
-    missing = [t.name for t in tasks if t.name not in data.split(split).targets]
+    model = rebuild_model(ckpt)
+    missing = [name for name in model.task_names if name not in data.split(split).targets]
     if missing:
         raise UserError(f"checkpoint '{ckpt['path']}': tasks {missing} have no labels in split '{split}' of data "
                         f"'{data.name}'; evaluate on the data it was trained on")
-    model = MultiTaskModel(build_encoder(ckpt["encoder"]["arch"]), tasks, head=instantiate(trained.heads, "heads"))
-    load_model_state(model, ckpt)
     model.to(rt.device, memory_format=rt.memory_format)
-    return score_tasks(model, build_tasks(tasks), data.split(split), batch_size, rt, split)
+    return score_tasks(model, build_tasks(model.tasks), data.split(split), batch_size, rt, split)
 
 
 def expand_runs(paths: list[str]) -> list[Path]:
@@ -85,7 +79,7 @@ def against_baselines(metrics: dict[str, float], baselines: list[str], data: Dat
     """delta_m% and delta_p% of ``metrics`` against single-task runs, each re-scored on the same split."""
     single: dict[str, float] = {}
     for path in expand_runs(baselines):
-        ckpt = load_checkpoint(path, "baselines", kinds=("mtl",))
+        ckpt = read_checkpoint(path, "baselines", kinds=("mtl",))
         if len(ckpt["tasks"]) != 1:
             raise UserError(f"baselines: '{ckpt['path']}' was trained on {len(ckpt['tasks'])} tasks; a single-task "
                             "baseline is a train-mtl run with one task (tasks=[<name>])")
@@ -97,7 +91,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if not cfg.batch_size >= 1:
         raise UserError(f"batch_size must be >= 1 (got {cfg.batch_size}); set e.g. batch_size=512")
     rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
-    ckpt = load_checkpoint(cfg.ckpt, "ckpt")
+    ckpt = read_checkpoint(cfg.ckpt, "ckpt")
     trained = OmegaConf.create(ckpt["config"])
     data = build_data(cfg.data if cfg.get("data") else trained.data)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -116,8 +110,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                         "checkpoint")
     enabled = str(cfg.probe.enabled).lower()
     if enabled == "true" or (enabled == "auto" and ckpt["kind"] == "pretrain"):
-        encoder = build_encoder(ckpt["encoder"]["arch"])
-        encoder.load_state_dict(ckpt["encoder"]["state"])
+        encoder = rebuild_model(ckpt).backbone
         encoder.to(rt.device, memory_format=rt.memory_format)
         metrics.update(probe(encoder, data, cfg.split, cfg.probe, cfg.batch_size, rt))
 

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 RUNTIME = ("seed", "device", "precision", "resume")
 SHARED = {
     "pretrain": RUNTIME + ("data", "encoder"),
-    "train_mtl": RUNTIME + ("data", "encoder", "tasks", "heads", "weighting"),
+    "train_mtl": RUNTIME + ("data", "arch", "encoder", "tasks", "heads", "weighting"),
     "eval": RUNTIME,
 }
 

@@ -52,7 +52,8 @@ weird_cell = st.one_of(
 )
 # Mostly valid, so that many examples get past the first cell and their labels are checked.
 label_cell = st.one_of(good_cell, good_cell, good_cell, fair_cell, weird_cell)
-kind = st.sampled_from(tuple(KINDS)) | st.sampled_from(["", "Multiclass", "ordinal", None, 3]) | st.lists(st.text(max_size=3))
+kind = (st.sampled_from(tuple(KINDS)) | st.sampled_from(["", "Multiclass", "ordinal", None, 3])
+        | st.lists(st.text(max_size=3)))
 column = st.one_of(st.sampled_from(COLUMNS), st.lists(st.sampled_from(COLUMNS), max_size=3),
                    st.sampled_from([None, 3, True, 2.5, "", "zz", [], [None], [["a"]], {"a": 1}, ("a", "b")]))
 num_outputs = st.none() | st.integers(-3, 6) | st.sampled_from(

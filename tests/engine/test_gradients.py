@@ -2,17 +2,19 @@ import pytest
 import torch
 from torch import Tensor
 
-from mtlssl.encoders.small_cnn import small_cnn
+from mtlssl.engine.backward import GradientOptions, backward
 from mtlssl.engine.gradients import cosine_heatmap, gradient_stats, jacobian
-from mtlssl.engine.mtl_backward import GradientOptions, mtl_backward
 from mtlssl.errors import UserError
-from mtlssl.heads.linear import linear
-from mtlssl.model import MultiTaskModel
+from mtlssl.models.arch.base import MultiTaskArchitecture
+from mtlssl.models.build import build_model
 from mtlssl.tasks import TaskSpec, build_tasks
-from mtlssl.weighting.base import GradientWeighting
+from mtlssl.weighting.base import GradientWeighting, Weighting
 from mtlssl.weighting.equal import Equal
 
 TASKS = [TaskSpec("a", "regression", 1), TaskSpec("b", "regression", 2), TaskSpec("c", "multiclass", 3)]
+SPEC = {"arch": "hps", "backbone": {"_target_": "mtlssl.models.backbones.small_cnn.small_cnn", "width": 2, "depth": 2},
+        "head": {"_target_": "mtlssl.models.heads.linear.linear", "_partial_": True},
+        "tasks": [t.as_dict() for t in TASKS]}
 
 
 class Mean(GradientWeighting):
@@ -23,20 +25,28 @@ class Mean(GradientWeighting):
         return jacobian.mean(dim=0)
 
 
-def setup(seed: int = 0) -> tuple[MultiTaskModel, torch.Tensor, dict[str, torch.Tensor]]:
+def setup(seed: int = 0) -> tuple[MultiTaskArchitecture, torch.Tensor, dict[str, torch.Tensor]]:
     torch.manual_seed(seed)
-    model = MultiTaskModel(small_cnn(width=2, depth=2), TASKS, head=linear)
+    model = build_model(SPEC)
     x = torch.rand(6, 3, 8, 8)
     targets = {"a": torch.randn(6, 1), "b": torch.randn(6, 2), "c": torch.randint(0, 3, (6,))}
     return model, x, targets
 
 
-def forward(model: MultiTaskModel, x: Tensor, targets: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    features, outputs = model(x)
-    return features, torch.stack([t.loss(outputs[t.name], targets[t.name]) for t in build_tasks(TASKS)])
+def forward(model: MultiTaskArchitecture, x: Tensor, targets: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    output = model(x)
+    return output.shared, torch.stack([t.loss(output.outputs[t.name], targets[t.name]) for t in build_tasks(TASKS)])
 
 
-def per_task_gradients(model: MultiTaskModel, x: Tensor, targets: dict[str, Tensor]) -> list[list[Tensor]]:
+def mtl_backward(model: MultiTaskArchitecture, features: Tensor, losses: Tensor, method: Weighting,
+                 options: GradientOptions, scaler: torch.amp.GradScaler | None = None,
+                 **kwargs: object) -> Tensor | None:
+    """The engine's backward over the model's contract: its shared parameters and each task's own."""
+    own = [model.task_parameters(t.name) for t in TASKS]
+    return backward(losses, model.shared_parameters(), own, method, options, features, scaler, **kwargs)
+
+
+def per_task_gradients(model: MultiTaskArchitecture, x: Tensor, targets: dict[str, Tensor]) -> list[list[Tensor]]:
     grads = []
     for i in range(len(TASKS)):
         model.zero_grad()
@@ -50,9 +60,9 @@ def test_jacobian_rows_are_the_exact_task_gradients(mode: str) -> None:
     model, x, targets = setup()
     reference = per_task_gradients(model, x, targets)
     names = [n for n, _ in model.named_parameters()]
-    shared = [i for i, n in enumerate(names) if n.startswith("encoder.")]
+    shared = [i for i, n in enumerate(names) if n.startswith("backbone.")]
     _, losses = forward(model, x, targets)
-    jac = jacobian(losses, [p for n, p in model.named_parameters() if n.startswith("encoder.")], mode, chunk=2)
+    jac = jacobian(losses, [p for n, p in model.named_parameters() if n.startswith("backbone.")], mode, chunk=2)
     for t in range(len(TASKS)):
         expected = torch.cat([reference[t][i].reshape(-1) for i in shared])
         assert torch.allclose(jac[t], expected, atol=1e-6)
@@ -66,7 +76,7 @@ def test_gradient_method_sets_the_direction_on_the_encoder_and_own_task_gradient
     method = Mean(len(TASKS))
     mtl_backward(model, features, losses, method, GradientOptions())
     for i, (name, p) in enumerate(model.named_parameters()):
-        if name.startswith("encoder."):
+        if name.startswith("backbone."):
             expected = sum(reference[t][i] for t in range(len(TASKS))) / len(TASKS)
         else:  # a head's parameters: only its own task's gradient, unweighted
             task = name.split(".")[1]
@@ -80,11 +90,11 @@ def test_features_mode_aggregates_feature_gradients_then_backpropagates_once() -
     features, losses = forward(model, x, targets)
     feature_jac = jacobian(losses, [features])  # [T, B * D]
     direction = feature_jac.mean(dim=0).view_as(features)
-    expected = torch.autograd.grad(features, list(model.encoder.parameters()), grad_outputs=direction,
+    expected = torch.autograd.grad(features, model.shared_parameters(), grad_outputs=direction,
                                    retain_graph=True)
     model.zero_grad()
     mtl_backward(model, features, losses, Mean(len(TASKS)), GradientOptions(grad_space="features"))
-    for p, g in zip(model.encoder.parameters(), expected, strict=True):
+    for p, g in zip(model.shared_parameters(), expected, strict=True):
         assert torch.allclose(p.grad, g, atol=1e-6)
 
 

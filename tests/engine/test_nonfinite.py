@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from mtlssl.engine.checkpoint import load_checkpoint
 from mtlssl.engine.nonfinite import NonFiniteError, NonFiniteGuard, nonfinite_grads
+from mtlssl.engine.state import read_checkpoint
 from mtlssl.errors import UserError
+from mtlssl.objectives import SupervisedTasks
 from mtlssl.stages import train_mtl
 from tests.conftest import tiny
 
@@ -50,24 +51,25 @@ def test_gradients_are_attributed_to_their_group() -> None:
     heads = {"head of shape": nn.Linear(2, 2), "head of size": nn.Linear(2, 1), "no grads": nn.Linear(1, 1)}
     for head in list(heads.values())[:2]:
         head(torch.ones(1, 2)).sum().backward()
-    assert nonfinite_grads(heads) == []
+    groups = {name: list(head.parameters()) for name, head in heads.items()}
+    assert nonfinite_grads(groups) == []
     heads["head of size"].bias.grad[0] = math.inf
-    assert nonfinite_grads(heads) == ["head of size"]
+    assert nonfinite_grads(groups) == ["head of size"]
 
 
 def poison(monkeypatch: pytest.MonkeyPatch, task: str, calls: set[int]) -> None:
     """Make ``task``'s loss NaN on the given forward passes (counted from 1)."""
-    real, count = train_mtl.task_losses, {"n": 0}
+    real, count = SupervisedTasks.losses, {"n": 0}
 
-    def poisoned(tasks, outputs, targets):  # noqa: ANN001, ANN202
-        losses = real(tasks, outputs, targets)
+    def poisoned(self, model, prepared):  # noqa: ANN001, ANN202
+        losses, output = real(self, model, prepared)
         count["n"] += 1
         if count["n"] in calls:
             losses = losses.clone()
-            losses[[t.name for t in tasks].index(task)] = math.nan
-        return losses
+            losses[self.names.index(task)] = math.nan
+        return losses, output
 
-    monkeypatch.setattr(train_mtl, "task_losses", poisoned)
+    monkeypatch.setattr(SupervisedTasks, "losses", poisoned)
 
 
 def test_training_raises_on_a_nan_loss_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,7 +84,7 @@ def test_skip_policy_drops_the_step_and_training_goes_on(tmp_path: Path, monkeyp
     train_mtl.run(tiny("train_mtl", "trainer.epochs=2", "trainer.nonfinite=skip"), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [h.get("nonfinite_skips") for h in metrics["history"]] == [1, 1]
-    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt", "resume")["step"] == 2 * 2 - 1  # one step dropped
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.pt", "resume")["step"] == 2 * 2 - 1  # one step dropped
     assert all(math.isfinite(v) for k, v in metrics.items() if k.startswith("test/"))
 
 
@@ -99,5 +101,5 @@ def test_fp16_overflow_handled_by_the_grad_scaler_is_not_a_fault(method: str, tm
     train_mtl.run(tiny("train_mtl", "precision=16", f"weighting={method}"), tmp_path)  # policy raise: a fault stops it
     assert scalers[0].get_scale() < 2.0**40  # it overflowed and the scaler backed off
     assert "nonfinite_skips" not in json.loads((tmp_path / "metrics.json").read_text())["history"][0]
-    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt", "resume")["weighting"]
+    state = read_checkpoint(tmp_path / "checkpoints" / "last.pt", "resume")["extras"]["weighting"]
     assert all(torch.isfinite(v).all() for v in state.values() if isinstance(v, torch.Tensor))

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtlssl.encoders.build import build_encoder, load_encoder_init
+from mtlssl.engine import loop
 from mtlssl.engine import preemption as pre
-from mtlssl.engine.checkpoint import load_checkpoint
 from mtlssl.engine.optim import apply_gradients
+from mtlssl.engine.state import init_backbone, read_checkpoint
+from mtlssl.models.build import build_model, model_spec
 from mtlssl.stages import pretrain, train_mtl
 from tests.conftest import tiny
 
@@ -20,7 +21,7 @@ from tests.conftest import tiny
 SMALL_STEPS = ["trainer.epochs=2", "trainer.batch_size=16"]
 
 
-def signal_at_step(monkeypatch: pytest.MonkeyPatch, module: object, signum: int, at: int) -> None:
+def signal_at_step(monkeypatch: pytest.MonkeyPatch, signum: int, at: int) -> None:
     """Send ``signum`` to this process from inside the ``at``-th optimizer step, as a scheduler would."""
     calls = {"n": 0}
 
@@ -30,7 +31,7 @@ def signal_at_step(monkeypatch: pytest.MonkeyPatch, module: object, signum: int,
             os.kill(os.getpid(), signum)
         apply_gradients(*args, **kwargs)
 
-    monkeypatch.setattr(module, "apply_gradients", stepping)
+    monkeypatch.setattr(loop, "apply_gradients", stepping)
 
 
 def results(run_dir: Path) -> dict:
@@ -53,11 +54,11 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_signal_saves_mid_epoch_and_the_relaunch_matches_an_uninterrupted_run(
         signum: int, uninterrupted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny("train_mtl", *SMALL_STEPS, "weighting=dwa")  # DWA: weighting state carried across epochs
-    signal_at_step(monkeypatch, train_mtl, signum, at=6)  # epoch 2, step 2 of 4
+    signal_at_step(monkeypatch, signum, at=6)  # epoch 2, step 2 of 4
     with pytest.raises(pre.Preempted, match=f"stopped by {signal.Signals(signum).name} at epoch 2, step 6"):
         train_mtl.run(cfg, tmp_path)
-    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt", "resume", kinds=("mtl",))
-    assert saved["epoch"] == 1 and saved["step"] == 6 and saved["position"]["batch"] == 2
+    saved = read_checkpoint(tmp_path / "checkpoints" / "last.pt", "resume", kinds=("mtl",))
+    assert saved["epoch"] == 1 and saved["step"] == 6 and saved["train"]["position"]["batch"] == 2
     assert not (tmp_path / "metrics.json").exists()
 
     monkeypatch.undo()
@@ -69,16 +70,16 @@ def test_pretrain_resumes_mid_epoch_exactly(tmp_path: Path, monkeypatch: pytest.
                                             caplog: pytest.LogCaptureFixture) -> None:
     cfg = tiny("pretrain", "trainer.epochs=2", "trainer.batch_size=16", "ssl.hidden_dim=16", "ssl.out_dim=8")
     pretrain.run(cfg, tmp_path / "reference")
-    signal_at_step(monkeypatch, pretrain, signal.SIGTERM, at=9)  # epoch 2, step 3 of 6
+    signal_at_step(monkeypatch, signal.SIGTERM, at=9)  # epoch 2, step 3 of 6
     with pytest.raises(pre.Preempted, match="at epoch 2, step 9"):
         pretrain.run(cfg, tmp_path / "resumed")
     with caplog.at_level(logging.WARNING):  # starting train-mtl from it now would be a half-trained encoder
-        load_encoder_init(build_encoder(cfg.encoder.arch), cfg.encoder.arch, str(tmp_path / "resumed"))
+        init_backbone(build_model(model_spec("hps", cfg.encoder.arch, None, [])), str(tmp_path / "resumed"))
     assert "is from an unfinished run (epoch 1 of 2, stopped mid-epoch)" in caplog.text
     monkeypatch.undo()
     pretrain.run(cfg, tmp_path / "resumed")
     assert results(tmp_path / "resumed") == results(tmp_path / "reference")
-    weights = [load_checkpoint(tmp_path / d, "ckpt")["encoder"]["state"] for d in ("reference", "resumed")]
+    weights = [read_checkpoint(tmp_path / d, "ckpt")["model"]["state"] for d in ("reference", "resumed")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
@@ -93,11 +94,11 @@ def test_a_crash_resumes_from_the_last_periodic_checkpoint(tmp_path: Path, unint
             raise RuntimeError("the machine went away")
         apply_gradients(*args, **kwargs)
 
-    monkeypatch.setattr(train_mtl, "apply_gradients", crashing)
+    monkeypatch.setattr(loop, "apply_gradients", crashing)
     with pytest.raises(RuntimeError, match="went away"):
         train_mtl.run(cfg, tmp_path)
-    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt", "resume", kinds=("mtl",))
-    assert (saved["epoch"], saved["step"], saved["position"]["batch"]) == (0, 3, 3)  # mid-epoch 1
+    saved = read_checkpoint(tmp_path / "checkpoints" / "last.pt", "resume", kinds=("mtl",))
+    assert (saved["epoch"], saved["step"], saved["train"]["position"]["batch"]) == (0, 3, 3)  # mid-epoch 1
     monkeypatch.undo()
     train_mtl.run(cfg, tmp_path)
     assert results(tmp_path) == results(uninterrupted)
@@ -135,7 +136,7 @@ def test_periodic_save_schedule() -> None:
 
 def test_an_epoch_stopped_midway_continues_only_under_the_same_batch_layout(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    signal_at_step(monkeypatch, train_mtl, signal.SIGTERM, at=2)
+    signal_at_step(monkeypatch, signal.SIGTERM, at=2)
     with pytest.raises(pre.Preempted):
         train_mtl.run(tiny("train_mtl", *SMALL_STEPS), tmp_path)
     monkeypatch.undo()
@@ -151,10 +152,10 @@ def test_mid_epoch_resume_is_exact_for_stateful_and_random_methods(overrides: li
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny("train_mtl", *SMALL_STEPS, *overrides)
     train_mtl.run(cfg, tmp_path / "reference")
-    signal_at_step(monkeypatch, train_mtl, signal.SIGTERM, at=3)
+    signal_at_step(monkeypatch, signal.SIGTERM, at=3)
     with pytest.raises(pre.Preempted):
         train_mtl.run(cfg, tmp_path / "resumed")
-    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt", "resume")["position"] is not None
+    assert read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt", "resume")["train"]["position"] is not None
     monkeypatch.undo()
     train_mtl.run(cfg, tmp_path / "resumed")
     assert results(tmp_path / "resumed") == results(tmp_path / "reference")

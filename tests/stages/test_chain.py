@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtlssl.engine.checkpoint import load_checkpoint
+from mtlssl.engine.state import read_checkpoint
 from mtlssl.errors import UserError
 from mtlssl.stages import evaluate, pipeline, pretrain, train_mtl
 from tests.conftest import tiny
@@ -17,8 +17,8 @@ def read_metrics(run_dir: Path) -> dict:
 
 
 def test_pretrain_writes_a_resumable_checkpoint_and_reports(pretrained_run: Path) -> None:
-    ckpt = load_checkpoint(pretrained_run, "test", kinds=("pretrain",))
-    assert ckpt["epoch"] == 1 and {"optimizer", "scheduler", "rng", "ssl"} <= ckpt.keys()
+    ckpt = read_checkpoint(pretrained_run, "test", kinds=("pretrain",))
+    assert ckpt["epoch"] == 1 and {"optimizer", "scheduler", "rng"} <= ckpt["train"].keys() and "ssl" in ckpt["extras"]
     metrics = read_metrics(pretrained_run)
     assert metrics["stage"] == "pretrain" and [h["epoch"] for h in metrics["history"]] == [0, 1]
     for task in ("shape", "colour", "outlined"):  # every classification task, before and after pretraining
@@ -32,12 +32,14 @@ def test_train_mtl_from_pretrained_encoder_starts_from_its_weights(pretrained_ru
     # Zero epochs would leave no best checkpoint, so check the initialisation through build_model instead.
     from mtlssl.data.build import build_data
     from mtlssl.engine.runtime import Runtime
+    from mtlssl.tasks import build_tasks
 
     rt = Runtime.create("cpu", "32", False)
-    model = train_mtl.build_model(cfg, build_data(cfg.data).tasks, rt, fresh=True)
-    saved = load_checkpoint(pretrained_run, "test")["encoder"]["state"]
-    for name, value in model.encoder.state_dict().items():
-        assert torch.equal(value, saved[name]), name
+    model, lineage = train_mtl.build_multitask_model(cfg, build_tasks(build_data(cfg.data).tasks), init=True, rt=rt)
+    saved = read_checkpoint(pretrained_run, "test")
+    for name, value in model.backbone.state_dict().items():
+        assert torch.equal(value, saved["model"]["state"][f"backbone.{name}"]), name
+    assert lineage == [{"path": saved["path"], "kind": "pretrain", "epoch": 1, "step": saved["step"], "lineage": []}]
 
 
 def test_chain_pretrain_train_mtl_eval_reproduces_test_metrics(pretrained_run: Path, tmp_path: Path) -> None:
@@ -110,7 +112,7 @@ def test_user_errors_name_the_problem(stage: str, overrides: list[str], message:
 
 def test_wrong_checkpoint_kind_and_encoder_mismatch(pretrained_run: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="pretrain checkpoint, but a mtl checkpoint is needed"):
-        load_checkpoint(pretrained_run, "resume", kinds=("mtl",))
+        read_checkpoint(pretrained_run, "resume", kinds=("mtl",))
     with pytest.raises(UserError, match="encoder mismatch"):
         train_mtl.run(tiny("train_mtl", f"encoder.init={pretrained_run}", "encoder.arch.width=6"), tmp_path)
 
@@ -136,7 +138,7 @@ def test_eval_against_single_task_baselines_reports_delta_m_and_delta_p(tmp_path
 
 def test_zero_pretrain_epochs_save_the_initial_encoder_for_a_random_init_baseline(tmp_path: Path) -> None:
     pretrain.run(tiny("pretrain", "trainer.epochs=0"), tmp_path / "random")
-    ckpt = load_checkpoint(tmp_path / "random", "test", kinds=("pretrain",))
+    ckpt = read_checkpoint(tmp_path / "random", "test", kinds=("pretrain",))
     assert ckpt["epoch"] == 0
     probed = evaluate.run(tiny("eval", f"ckpt={tmp_path / 'random'}"), tmp_path / "eval")
     assert 0.0 <= probed["test/shape/linear_probe"] <= 1.0

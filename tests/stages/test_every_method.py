@@ -25,10 +25,10 @@ def test_the_trainer_drives_the_methods_hooks(tmp_path: Path) -> None:
     import torch
 
     train_mtl.run(tiny("train_mtl", "weighting=dwa", "trainer.epochs=3"), tmp_path / "dwa")
-    dwa = torch.load(tmp_path / "dwa/checkpoints/last.pt", weights_only=True)["weighting"]
+    dwa = torch.load(tmp_path / "dwa/checkpoints/last.pt", weights_only=True)["extras"]["weighting"]
     assert int(dwa["epochs_seen"]) == 3 and not torch.equal(dwa["weights"], torch.ones(5))
     train_mtl.run(tiny("train_mtl", "weighting=famo", "trainer.epochs=1"), tmp_path / "famo")
-    famo = torch.load(tmp_path / "famo/checkpoints/last.pt", weights_only=True)["weighting"]
+    famo = torch.load(tmp_path / "famo/checkpoints/last.pt", weights_only=True)["extras"]["weighting"]
     assert int(famo["adam_step"]) == 2 and famo["logits"].abs().sum() > 0  # 64 images / batch 32 = 2 steps
 
 

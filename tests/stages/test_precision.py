@@ -19,4 +19,4 @@ def test_mixed_precision_trains_with_loss_and_gradient_methods(precision: str, m
     last = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
     assert str(last["config"]["precision"]) == precision
     if precision == "16":  # the scaler's state is saved for exact resumption
-        assert last["scaler"]["scale"] > 0
+        assert last["train"]["scaler"]["scale"] > 0

@@ -28,14 +28,14 @@ def test_every_recipe_is_covered_here() -> None:
 
 def test_shapes_default(tmp_path: Path) -> None:
     shrink = [f"{stage}.{o}" for stage in ("pretrain", "train_mtl") for o in SHORT[1:]]
-    cfg = compose_config("pipeline", ["+experiment=shapes_default", "device=cpu", *TINY_DATA, *TINY_ENCODER, *shrink,
+    cfg = compose_config("pipeline", ["experiment=shapes_default", "device=cpu", *TINY_DATA, *TINY_ENCODER, *shrink,
                                       "pretrain.ssl.hidden_dim=16", "pretrain.ssl.out_dim=8"])
     assert "eval_pretrained/test/shape/accuracy" in pipeline.run(cfg, tmp_path)
 
 
 def test_multimnist_mgda(tmp_path: Path) -> None:
     root = write_mnist(tmp_path / "data")
-    cfg = compose_config("train_mtl", ["+experiment=multimnist_mgda", *SHORT, *TINY_ENCODER, "data.source=mnist",
+    cfg = compose_config("train_mtl", ["experiment=multimnist_mgda", *SHORT, *TINY_ENCODER, "data.source=mnist",
                                        f"data.root={root}", "data.n_val=8", "data.cache_dir=null"])
     assert cfg.weighting.grad_space == "features" and cfg.weighting.normalization == "loss+"
     results = train_mtl.run(cfg, tmp_path / "run")
@@ -44,7 +44,7 @@ def test_multimnist_mgda(tmp_path: Path) -> None:
 
 def test_celeba_40(tmp_path: Path, fake_md5: None) -> None:  # noqa: F811
     root = make_fake_celeba(tmp_path / "data")
-    cfg = compose_config("train_mtl", ["+experiment=celeba_40", *SHORT, "trainer.batch_size=2", f"data.root={root}",
+    cfg = compose_config("train_mtl", ["experiment=celeba_40", *SHORT, "trainer.batch_size=2", f"data.root={root}",
                                        "data.size=32", "data.cache_dir=null", "data.num_workers=0"])
     results = train_mtl.run(cfg, tmp_path / "run")
     assert sum(k.endswith("/accuracy") and k.startswith("test/") for k in results) == 40
@@ -52,7 +52,7 @@ def test_celeba_40(tmp_path: Path, fake_md5: None) -> None:  # noqa: F811
 
 def test_cifar10_simclr(tmp_path: Path) -> None:
     write_cifar10(tmp_path / "data")
-    cfg = compose_config("pretrain", ["+experiment=cifar10_simclr", *SHORT, f"data.root={tmp_path / 'data'}",
+    cfg = compose_config("pretrain", ["experiment=cifar10_simclr", *SHORT, f"data.root={tmp_path / 'data'}",
                                       "data.n_val=6", "data.cache_dir=null", "ssl.hidden_dim=16"])
     assert cfg.encoder.arch.cifar_stem and cfg.optim._target_.endswith("LARS")
     assert "knn/label" in pretrain.run(cfg, tmp_path / "run")
@@ -60,7 +60,7 @@ def test_cifar10_simclr(tmp_path: Path) -> None:
 
 def test_cifar100_coarse_fine(tmp_path: Path) -> None:
     write_cifar100(tmp_path / "data")
-    cfg = compose_config("train_mtl", ["+experiment=cifar100_coarse_fine", *SHORT, f"data.root={tmp_path / 'data'}",
+    cfg = compose_config("train_mtl", ["experiment=cifar100_coarse_fine", *SHORT, f"data.root={tmp_path / 'data'}",
                                        "data.n_val=6", "data.cache_dir=null"])
     results = train_mtl.run(cfg, tmp_path / "run")
     assert {"test/fine/accuracy", "test/coarse/accuracy"} <= results.keys()
