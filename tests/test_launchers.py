@@ -159,8 +159,10 @@ def test_joblib_sweep_runs_two_jobs_in_parallel_in_the_default_layout(tmp_path: 
 
 def test_optuna_sweep_runs_two_trials_and_reports_the_best(tmp_path: Path) -> None:
     needs("hydra_optuna_sweeper")
+    # A database storage too: optuna 2.x (which the plugin pins) needs SQLAlchemy 1, as mtlssl[optuna] installs.
     out = run_cli("mtlssl", "train-mtl", "-m", "hparams_search=train_mtl_optuna", "hydra.sweeper.n_trials=2",
-                  *TINY, *TINY_TRAIN, "hydra.sweep.dir=sweep", cwd=tmp_path)
+                  "hydra.sweeper.storage=sqlite:///optuna.db", *TINY, *TINY_TRAIN, "hydra.sweep.dir=sweep",
+                  cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     found = jobs(tmp_path / "sweep")
     assert len(found) == 2 and len({p.parent for p in found}) == 2  # sampled values name distinct directories
@@ -173,6 +175,10 @@ def test_optuna_sweep_runs_two_trials_and_reports_the_best(tmp_path: Path) -> No
     assert result["best_value"] == min(losses)
     best = [p for p, loss in zip(params, losses, strict=True) if loss == min(losses)]
     assert {k: float(v) for k, v in result["best_params"].items()} in best
+    import optuna
+
+    study = optuna.load_study(study_name="train_mtl", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert sorted(t.value for t in study.trials) == sorted(losses)
 
 
 def test_submitit_local_job_and_a_relaunch_resumes_from_last_pt(tmp_path: Path) -> None:

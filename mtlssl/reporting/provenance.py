@@ -62,11 +62,27 @@ def git_state(where: Path | None = None) -> dict[str, Any]:
             "dirty": any(not line.startswith("#") for line in lines)}
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
+def installed_versions() -> dict[str, str]:
+    """Every installed distribution's version, by name (sorted): what a rerun elsewhere must match."""
+    versions = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            versions.setdefault(name, dist.version)
+    return dict(sorted(versions.items(), key=lambda kv: kv[0].lower()))
+
+
+def accelerator() -> dict[str, Any]:
+    """CUDA and cuDNN versions and the GPUs' names (when torch sees any), and the CPU's vector extensions (which
+    decide CPU speed: AVX-512/bf16 machines are several times faster than AVX2 ones)."""
+    import torch
+
+    info: dict[str, Any] = {"cuda": torch.version.cuda, "cudnn": None, "gpus": [],
+                            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if torch.cuda.is_available():
+        info["cudnn"] = torch.backends.cudnn.version()
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
 
 
 def current() -> dict[str, Any]:
@@ -75,8 +91,8 @@ def current() -> dict[str, Any]:
         "started": datetime.now().astimezone().isoformat(timespec="seconds"),
         **git_state(),
         "source": str(source_dir()),
-        "versions": {"mtlssl": mtlssl.__version__, "torch": _version("torch"),
-                     "torchvision": _version("torchvision"), "python": platform.python_version()},
+        "versions": {"mtlssl": mtlssl.__version__, "python": platform.python_version(), **installed_versions()},
+        "accelerator": accelerator(),
         "argv": list(sys.argv),
         "cwd": os.getcwd(),
         "hostname": socket.gethostname(),

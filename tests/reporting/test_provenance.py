@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from mtlssl.engine.run_dir import RunDir
@@ -26,8 +27,12 @@ def test_record_writes_the_commit_versions_and_command_line(tmp_path: Path) -> N
     assert json.loads((tmp_path / "provenance.json").read_text()) == content
     assert content["commit"] == head_commit()  # None when mtlssl is not a git checkout
     assert isinstance(content["dirty"], bool) if content["commit"] else content["dirty"] is None
-    assert set(content["versions"]) == {"mtlssl", "torch", "torchvision", "python"}
-    assert content["versions"]["torch"] and content["argv"] and content["cwd"] and content["hostname"]
+    versions = content["versions"]
+    assert {"mtlssl", "torch", "torchvision", "python", "hydra-core", "torchmetrics", "safetensors"} <= set(versions)
+    assert torch.__version__.startswith(versions["torch"]) and content["argv"] and content["cwd"] and content["hostname"]
+    device = content["accelerator"]  # on this CPU-only test machine: no GPU, and the CPU's vector extensions
+    assert device["cuda"] == torch.version.cuda and device["gpus"] == [] and device["cpu_capability"].lower() in (
+        "default", "avx2", "avx512", "zvector", "vsx", "sve256")
     assert "T" in content["started"]
 
 
