@@ -24,6 +24,8 @@ from torch import Tensor
 from mtlssl.errors import UserError
 
 _JITTERS = (1e-12, 1e-10, 1e-8, 1e-6, 1e-4)
+# Columns of the Jacobian widened to float64 at a time in ``gramian(..., float64=True)``: 2^21 elements (16 MiB).
+_GRAM_CHUNK = 2**21
 
 
 
@@ -36,10 +38,25 @@ def _quadprog() -> ModuleType:
                         "an optional extra (GPLv2+): pip install 'mtlssl[solvers]'") from err
     return quadprog
 
-def gramian(jacobian: Tensor) -> np.ndarray:
-    """G = J J^T in float64 numpy. The product runs in the Jacobian's dtype on its device (casting a [T, P]
-    Jacobian to float64 would double its memory); only the small [T, T] result is moved and widened."""
-    g = (jacobian @ jacobian.T).detach().to(device="cpu", dtype=torch.float64).numpy()
+def gramian(jacobian: Tensor, float64: bool = False) -> np.ndarray:
+    """G = J J^T in float64 numpy. By default the product runs in the Jacobian's dtype on its device (casting a
+    [T, P] Jacobian to float64 would double its memory); only the small [T, T] result is moved and widened.
+
+    ``float64=True`` accumulates the product in float64, a bounded slice of columns at a time: a product of two
+    float32 numbers is exact in float64, so G is then the exact Gramian of the given Jacobian up to float64
+    round-off. A float32 product is only accurate to ~1e-7 of tr(G), so it can be indefinite and cannot tell
+    a combination of norm ~3e-4 ||g|| from 0 (CAGrad needs that when 0 is nearly in the convex hull).
+    """
+    jacobian = jacobian.detach()
+    if float64 and jacobian.dtype != torch.float64:
+        t = jacobian.shape[0]
+        g = torch.zeros(t, t, dtype=torch.float64, device=jacobian.device)
+        for chunk in jacobian.split(max(1, _GRAM_CHUNK // max(t, 1)), dim=1):
+            wide = chunk.double()
+            g += wide @ wide.T
+    else:
+        g = jacobian @ jacobian.T
+    g = g.to(device="cpu", dtype=torch.float64).numpy()
     return (g + g.T) / 2.0
 
 
@@ -112,28 +129,32 @@ def project_onto_dual_cone(gram: np.ndarray, u: np.ndarray) -> np.ndarray:
     return out.reshape(u.shape)
 
 
-def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
-    """Weights of the CAGrad direction d = g0 + sqrt(phi) g_w / ||g_w|| (Liu et al., NeurIPS 2021), before
-    any rescaling: returns 1/T + lambda * w, with
+def cagrad_dual(gram: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+    """The solution of CAGrad's dual (Liu et al., NeurIPS 2021): w in the simplex and the multiplier lambda of
+    the direction d = g0 + lambda g_w, with
 
         w = argmin_{w in simplex} g_w^T g0 + sqrt(phi) ||g_w||,   sqrt(phi) = c ||g0||,   lambda = sqrt(phi) / ||g_w||.
 
     Solved exactly rather than with SLSQP: for lambda > 0 let w(lambda) solve the QP
-    min_{simplex} g_w^T g0 + lambda/2 ||g_w||^2. Its KKT conditions are those of the problem above exactly
-    when lambda ||g_{w(lambda)}|| = sqrt(phi), and ||g_{w(lambda)}|| is continuous and non-increasing in
-    lambda, between max_t ||g_t|| and the min-norm value, so that equation has a root in the bracket
-    [sqrt(phi) / max_t ||g_t||, sqrt(phi) / min-norm]; bisection on log(lambda) finds it to ~1e-13, each step
-    one QP on the factorised G. If 0 is (nearly) in the convex hull, the bracket is capped and the
-    added term keeps norm <= sqrt(phi).
+    min_{simplex} g_w^T g0 + lambda/2 ||g_w||^2. Its KKT conditions are those of the problem above exactly when
+    f(lambda) = lambda ||g_{w(lambda)}|| - sqrt(phi) = 0, and since that problem is convex, any root gives its
+    minimum. f is continuous, f <= 0 at sqrt(phi) / max_t ||g_t|| (as ||g_w|| <= max_t ||g_t||) and f >= 0 at
+    sqrt(phi) / min-norm. The search steps up from the low end by factors of 10 to the first sign change and
+    bisects there on log(lambda) to ~1e-13, each step one QP on the factorised G. Stepping up rather than
+    testing the top of the bracket matters when 0 is in the convex hull up to round-off: there ||g_w||
+    reaches the round-off floor and f falls back below 0 at large lambda although a root lies far below.
+    If f stays <= 0 up to the cap (1e9 / max_t ||g_t||, for a min-norm value of 0: the dual's minimum is
+    g_w = 0), the capped solution is returned; its step lambda ||g_w|| is then below sqrt(phi).
+    Returns (mean, 0) when c = 0 or G = 0 (d = g0) and NaNs for a non-finite G.
     """
-    gram, trace = _normalized(gram)  # the weights are invariant to scaling G
+    gram, trace = _normalized(gram)  # w and lambda are invariant to scaling G
     t = gram.shape[0]
     mean = np.full(t, 1.0 / t)
-    if not np.isfinite(trace):
-        return np.full(t, np.nan)
+    if not np.all(np.isfinite(gram)):  # inf/NaN gradients: NaN weights, for the caller to skip the step
+        return np.full(t, np.nan), float("nan")
     radius = c * np.sqrt(max(mean @ gram @ mean, 0.0))  # sqrt(phi) = c ||g0||
     if trace <= 0 or radius <= 0:
-        return mean
+        return mean, 0.0
     r_inv = _inverse_cholesky(gram)
     g_g0 = gram @ mean  # the linear term: g_w^T g0 = w^T G 1/T
 
@@ -144,21 +165,37 @@ def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
     s_max = float(np.sqrt(np.max(np.diag(gram))))
     w_min = min_norm_weights(gram)
     s_min = float(np.sqrt(max(w_min @ gram @ w_min, 0.0)))
-    lo, hi = np.log(radius / s_max), np.log(radius / max(s_min, 1e-9 * s_max))
-    w, s = solve(float(np.exp(hi)))
-    lam = float(np.exp(hi))
-    if lam * s > radius:  # otherwise the root lies beyond the cap (0 in the hull): keep the capped solution
-        for _ in range(200):
-            if hi - lo <= 1e-13:
-                break
-            mid = (lo + hi) / 2
-            w_mid, s_mid = solve(float(np.exp(mid)))
-            if np.exp(mid) * s_mid > radius:
-                hi, w, s = mid, w_mid, s_mid
-            else:
-                lo = mid
-        lam = radius / s  # the exact multiplier for the w found: its norm term is exactly sqrt(phi)
-    return mean + lam * w
+    cap = np.log(radius / max(s_min, 1e-9 * s_max))
+    lo = np.log(radius / s_max)
+    w, s = solve(float(np.exp(lo)))
+    if np.exp(lo) * s >= radius:  # the root is the low end itself (the longest gradient is the solution)
+        return w, radius / s
+    step = np.log(10.0)
+    for _ in range(int(np.ceil((cap - lo) / step)) + 1):  # step up to the first sign change
+        hi = min(lo + step, cap)
+        w, s = solve(float(np.exp(hi)))
+        if np.exp(hi) * s > radius:
+            break
+        if hi >= cap:  # no root below the cap: 0 is in the hull, keep the capped solution
+            return w, float(np.exp(hi))
+        lo = hi
+    for _ in range(200):
+        if hi - lo <= 1e-13:
+            break
+        mid = (lo + hi) / 2
+        w_mid, s_mid = solve(float(np.exp(mid)))
+        if np.exp(mid) * s_mid > radius:
+            hi, w, s = mid, w_mid, s_mid
+        else:
+            lo = mid
+    return w, radius / s  # the exact multiplier for the w found: its step has norm exactly sqrt(phi)
+
+
+def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
+    """The weights 1/T + lambda w of the raw task gradients in CAGrad's direction g0 + lambda g_w (see
+    ``cagrad_dual``), before any rescaling."""
+    w, lam = cagrad_dual(gram, c)
+    return np.full(len(w), 1.0 / len(w)) + lam * w
 
 
 def nash_weights(
