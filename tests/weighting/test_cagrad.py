@@ -104,7 +104,7 @@ def test_conf_instantiates_and_float32_stays_float32() -> None:
 def slsqp_direction(jac: torch.Tensor, c: float) -> torch.Tensor:
     """The official code's dual solve (scipy SLSQP from the mean, on the float64 Gramian, without its 1e-8
     smoothing) and its direction g0 + c ||g0|| g_w / ||g_w||, before rescaling: an independent implementation."""
-    from scipy.optimize import minimize
+    minimize = pytest.importorskip("scipy.optimize").minimize
 
     j64 = jac.double()
     gram, t = (j64 @ j64.T).numpy(), jac.shape[0]
