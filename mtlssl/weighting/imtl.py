@@ -56,4 +56,6 @@ class IMTL(GradientWeighting):
         self.log_scales.grad = scales * losses.detach().to(s) - 1.0
         weights = alpha * scales
         self.last_weights = weights.to(self.last_weights)
+        # Heads follow the gradient of the scaled loss e^{s_t} L_t - s_t (the paper's Algorithm 1, LibMTL).
+        self._set_task_specific_weights(scales, losses)
         return weights.to(jacobian) @ jacobian.detach()
