@@ -25,6 +25,8 @@ from mtlssl.errors import UserError
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 # Guards divisions by zero for black and grey pixels; far below one 8-bit step.
 _EPS = 1e-12
+# Crop candidates per sample before the centre-crop fallback, as torchvision's RandomResizedCrop.get_params.
+CROP_CANDIDATES = 10
 
 
 # The ops below use in-place chains on their own temporaries (never on their inputs): on CPU every fresh
@@ -144,29 +146,60 @@ class _Sampler:
     def __init__(self, generator: torch.Generator, device: torch.device, n: int) -> None:
         self.generator, self.device, self.n = generator, device, n
 
-    def uniform(self, lo: float, hi: float) -> Tensor:
-        return lo + (hi - lo) * torch.rand(self.n, generator=self.generator, device=self.device)
+    def uniform(self, lo: float, hi: float, *shape: int) -> Tensor:
+        """[B, *shape] uniform draws in [lo, hi)."""
+        return lo + (hi - lo) * torch.rand(self.n, *shape, generator=self.generator, device=self.device)
 
     def bernoulli(self, p: float) -> Tensor:
         # rand is in [0, 1), so p=1 always and p=0 never selects.
         return torch.rand(self.n, generator=self.generator, device=self.device) < p
 
 
+def _centre_crop_fallback(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
+    """(h, w) of torchvision's fallback when no candidate fits: the image's aspect ratio clamped to ``ratio``,
+    with the full width (image narrower than the range) or the full height (wider); else the whole image."""
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        return round(width / ratio[0]), width
+    if in_ratio > ratio[1]:
+        return height, round(height * ratio[1])
+    return height, width
+
+
 def _crop_flip_theta(sampler: _Sampler, height: int, width: int, scale: tuple[float, float],
                      ratio: tuple[float, float], flip_p: float) -> Tensor:
     """Affine matrices [B,2,3] mapping output coords to a random resized crop (optionally flipped).
 
-    In normalised coords ([-1, 1] spans the image) a crop of side fractions (cw, ch) centred at
-    (cx, cy) is x_in = cw * x_out + cx; negating cw mirrors the crop, so flip costs no extra resample.
+    The crop box is torchvision's ``RandomResizedCrop.get_params``, vectorised over samples and candidates:
+    each sample draws ``CROP_CANDIDATES`` candidates with area fraction ~ U(scale) and log aspect ratio
+    (width / height, in pixels) ~ U(log ratio), w and h rounded to whole pixels as torchvision does, and keeps
+    the first with w <= W and h <= H; if none fits, torchvision's centre crop (``_centre_crop_fallback``). The
+    offset is a whole pixel, uniform over the positions where the box fits. The boxes therefore have
+    torchvision's distribution; only the random numbers come from the caller's generator, drawn in a fixed
+    order (areas, aspects, rows, columns, flips), so a seed reproduces them. Clamping an oversized candidate
+    instead of drawing again (14% of draws at the default range) would bias the area up: 0.535 on average
+    against torchvision's 0.489.
+
+    In normalised coords ([-1, 1] spans the image) a crop of side fractions (cw, ch) centred at (cx, cy) is
+    x_in = cw * x_out + cx; negating cw mirrors the crop, so flip costs no extra resample.
     """
-    area = sampler.uniform(*scale)
-    aspect = torch.exp(sampler.uniform(math.log(ratio[0]), math.log(ratio[1])))
-    # aspect is width/height in pixels (torchvision semantics), hence the H/W factors on non-square images.
-    crop_w = torch.sqrt(area * aspect * height / width).clamp(max=1)
-    crop_h = torch.sqrt(area / aspect * width / height).clamp(max=1)
-    centre_x = (2 * sampler.uniform(0, 1) - 1) * (1 - crop_w)
-    centre_y = (2 * sampler.uniform(0, 1) - 1) * (1 - crop_h)
+    area = sampler.uniform(*scale, CROP_CANDIDATES) * (height * width)  # [B, K] in pixels
+    aspect = torch.exp(sampler.uniform(math.log(ratio[0]), math.log(ratio[1]), CROP_CANDIDATES))
+    cand_w, cand_h = torch.sqrt(area * aspect).round_(), torch.sqrt(area / aspect).round_()
+    fits = (cand_w >= 1) & (cand_w <= width) & (cand_h >= 1) & (cand_h <= height)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # argmax returns the first of equal maxima
+    found = fits.any(dim=1)
+    fallback_h, fallback_w = _centre_crop_fallback(height, width, ratio)
+    crop_w = torch.where(found, cand_w.gather(1, first)[:, 0], float(fallback_w))
+    crop_h = torch.where(found, cand_h.gather(1, first)[:, 0], float(fallback_h))
+    # torchvision's randint(0, H - h + 1); the clamp only guards float rounding of u * n up to n.
+    top = torch.minimum((sampler.uniform(0, 1) * (height - crop_h + 1)).floor_(), height - crop_h)
+    left = torch.minimum((sampler.uniform(0, 1) * (width - crop_w + 1)).floor_(), width - crop_w)
+    top = torch.where(found, top, float((height - fallback_h) // 2))
+    left = torch.where(found, left, float((width - fallback_w) // 2))
     sign_x = torch.where(sampler.bernoulli(flip_p), -1.0, 1.0)
+    centre_x, centre_y = (2 * left + crop_w) / width - 1, (2 * top + crop_h) / height - 1
+    crop_w, crop_h = crop_w / width, crop_h / height
     zero = torch.zeros_like(crop_w)
     return torch.stack((crop_w * sign_x, zero, centre_x, zero, crop_h, centre_y), dim=1).view(-1, 2, 3)
 

@@ -7,7 +7,8 @@ an SSL projector):
 - Loss-level methods: one backward of ``combine(losses)``.
 - Gradient-level methods: the exact per-row Jacobian of the shared parameters (``engine.gradients``), or of the
   shared representation (``MTLOutput.shared``, ``grad_space=features``); the method's ``aggregate`` direction
-  written into the shared gradients; and each row's own parameters get that row's gradient.
+  written into the shared gradients; and each row's own parameters get that row's gradient, weighted as the
+  method's paper and official code weight it (``Weighting.task_specific_weights``: IMTL's e^s, Nash-MTL's alpha).
 
 With fp16 the losses are scaled before any backward (so small gradients do not underflow), the Jacobian is
 unscaled before the method sees it, and the gradients are written scaled, so the grad scaler's
@@ -72,8 +73,10 @@ def backward(
     else:  # fp16 overflow or a NaN: the method's state (EMAs, targets) must never see it. NaN gradients make the
         # grad scaler skip the step, or the non-finite guard stop or skip it.
         direction = torch.full(jac.shape[1:], torch.nan, device=jac.device)
-    # Each row's own parameters depend on that row's loss only, so one backward of the sum gives each its own.
-    own_grads = torch.autograd.grad(scaled.sum() * grad_scale, owned, retain_graph=on_features) if owned else ()
+    # Each row's own parameters depend on that row's loss only, so one backward of the weighted sum gives each its
+    # own gradient, times the weight the method's paper and official code give it (1 for most methods).
+    weighted = (scaled * weighting.task_specific_weights.to(scaled)).sum() * grad_scale
+    own_grads = torch.autograd.grad(weighted, owned, retain_graph=on_features) if owned else ()
     for p, g in zip(owned, own_grads, strict=True):
         p.grad = g if p.grad is None else p.grad.add_(g)
     if on_features:

@@ -17,6 +17,12 @@ State (learned log-variances, loss histories, logits, ...) lives in parameters a
 checkpointed and resumed with ``state_dict``. ``last_weights`` holds the task weights of the last call,
 for logging (for gradient methods: the weights of the task gradients in the returned direction, where the
 method defines them).
+
+``task_specific_weights`` [T] is the weight of each task's loss in the gradient of that task's own parameters
+(its head), as the method's paper and official code apply it; set by ``aggregate``. The engine gives task t's
+own parameters the gradient of task_specific_weights[t] * L_t. It is 1 unless a gradient method's source
+weights the heads (docs/weighting.md, "What each task's head gets"); loss-level methods leave it at 1, since
+one backward of ``combine(losses)`` already weights every head.
 """
 
 from __future__ import annotations
@@ -41,6 +47,12 @@ class Weighting(nn.Module, ABC):
         self.num_tasks = num_tasks
         self.generator: torch.Generator | None = None
         self.register_buffer("last_weights", torch.ones(num_tasks), persistent=False)
+        # Derived from each step's inputs, so not checkpointed (like last_weights); see the module docstring.
+        self.register_buffer("task_specific_weights", torch.ones(num_tasks), persistent=False)
+
+    def _set_task_specific_weights(self, weights: Tensor, losses: Tensor) -> None:
+        """Store each task's head weight: detached, float32, on the losses' device."""
+        self.task_specific_weights = weights.detach().to(device=losses.device, dtype=torch.float32)
 
     def _check_tasks(self, t: int) -> None:
         if t != self.num_tasks:

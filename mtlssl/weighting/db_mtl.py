@@ -60,7 +60,7 @@ class DBMTL(GradientWeighting):
 
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Tensor:
         self._check_tasks(jacobian.shape[0])
-        grads, losses = jacobian.detach(), losses.detach().to(jacobian)
+        grads, given, losses = jacobian.detach(), losses, losses.detach().to(jacobian)
         if (losses < 0).any():
             raise UserError("DB-MTL balances log-losses, so every task loss must be >= 0 "
                             f"(got {losses.tolist()}); use another weighting method for signed losses")
@@ -78,4 +78,6 @@ class DBMTL(GradientWeighting):
         norms = ema.norm(dim=1)
         alpha = norms.max() / (norms + EPS)
         self.last_weights = alpha.to(self.last_weights)
+        # The reference code back-propagates log(L_t + 1e-8) through every parameter: each head gets g / (L_t + 1e-8).
+        self._set_task_specific_weights(1.0 / (losses + EPS), given)
         return alpha @ ema

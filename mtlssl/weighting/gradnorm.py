@@ -52,7 +52,7 @@ class GradNorm(GradientWeighting):
 
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Tensor:
         self._check_tasks(jacobian.shape[0])
-        grads = jacobian.detach()
+        grads, given = jacobian.detach(), losses
         losses = losses.detach().to(self.weights)
         if not self.started:
             self.initial_losses.copy_(losses)
@@ -71,4 +71,5 @@ class GradNorm(GradientWeighting):
         updated = (w - self.lr * step).clamp_min(1e-8)
         self.weights.copy_(updated * self.num_tasks / updated.sum())
         self.last_weights = w.to(self.last_weights)
+        self._set_task_specific_weights(w, given)  # the paper descends sum_t w_t L_t over the whole network
         return direction

@@ -16,7 +16,9 @@ Under this runner's interface the engine passes the raw gradients g_t and losses
    it right whether or not the engine zeroes gradients before calling ``aggregate``.
 
 This is LibMTL's IMTL (scaled losses, IMTL-G on their shared-parameter gradients, s trained by the model's
-optimizer). ``last_weights`` holds the weights of the raw g_t in the direction: alpha_t e^{s_t}.
+optimizer). ``last_weights`` holds the weights of the raw g_t in the direction: alpha_t e^{s_t}. A task whose
+gradient is exactly zero (no label in the batch) is left out of the IMTL-G solve with alpha_t = 0, as in
+``imtl_g``; its scale s_t still trains on its loss.
 """
 
 from __future__ import annotations
@@ -54,4 +56,6 @@ class IMTL(GradientWeighting):
         self.log_scales.grad = scales * losses.detach().to(s) - 1.0
         weights = alpha * scales
         self.last_weights = weights.to(self.last_weights)
+        # Heads follow the gradient of the scaled loss e^{s_t} L_t - s_t (the paper's Algorithm 1, LibMTL).
+        self._set_task_specific_weights(scales, losses)
         return weights.to(jacobian) @ jacobian.detach()

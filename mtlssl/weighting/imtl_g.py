@@ -9,6 +9,11 @@ D = [g_1 - g_t]^T and U = [u_1 - u_t]^T for t = 2..T (rows), the closed form is
 
 The solve runs in float64 with a pseudo-inverse: when D U^T is singular (e.g. two identical task gradients,
 whose difference rows are 0) the minimum-norm alpha still gives a direction with the defining property.
+
+The condition is defined for non-zero gradients only. A task whose gradient is exactly zero (e.g. no label
+of it in the batch, common with partially labelled data) has no unit vector; kept in, it forces d . u_t = 0
+for every task and so d = 0. Such tasks are left out of the solve with alpha_t = 0, and the others are
+balanced among themselves, as ``solvers.nash_weights`` does for Nash-MTL.
 """
 
 from __future__ import annotations
@@ -22,20 +27,26 @@ from mtlssl.weighting.base import GradientWeighting
 class IMTLG(GradientWeighting):
     """IMTL-G: the convex-affine combination of the task gradients with equal projections on all of them.
 
-    ``last_weights`` holds alpha (sum 1). With one task, or identical task gradients, the direction is that
-    gradient.
+    ``last_weights`` holds alpha (sum 1 over the tasks with a non-zero gradient, 0 for the others). With one
+    task, or identical task gradients, the direction is that gradient; with every gradient zero it is 0.
     """
 
     @staticmethod
     def weights(jacobian: Tensor) -> Tensor:
-        """The IMTL-G weights alpha [T] (float64, summing to 1) of the task gradients ``jacobian`` [T, P]."""
+        """The IMTL-G weights alpha [T] (float64) of the task gradients ``jacobian`` [T, P]: summing to 1 over
+        the non-zero gradients, 0 for zero ones (all 0 when every gradient is 0)."""
         grads = jacobian.detach().double()
         t = grads.shape[0]
+        norms = grads.norm(dim=1, keepdim=True)
+        active = norms[:, 0] > 0
+        if not bool(active.all()):  # zero gradients have no direction: solve for the others, alpha_t = 0
+            alpha = torch.zeros(t, dtype=torch.float64, device=grads.device)
+            if bool(active.any()):
+                alpha[active] = IMTLG.weights(grads[active])
+            return alpha
         if t == 1:
             return torch.ones(1, dtype=torch.float64, device=grads.device)
-        norms = grads.norm(dim=1, keepdim=True)
-        # A zero gradient has no direction: its unit vector is taken as 0 rather than 0/0.
-        units = grads / norms.clamp_min(torch.finfo(torch.float64).tiny)
+        units = grads / norms
         d = grads[:1] - grads[1:]  # [T-1, P]
         u = units[:1] - units[1:]  # [T-1, P]
         # alpha (D U^T) = g_1 U^T  <=>  (D U^T)^T alpha^T = U g_1

@@ -52,4 +52,6 @@ class MGDA(GradientWeighting):
         scale = 1.0 / self._normalizers(gram, losses).clamp_min(torch.finfo(torch.float64).tiny)
         weights = solvers.min_norm_weights((scale[:, None] * gram * scale[None, :]).numpy())
         direction, self.last_weights = solvers.combine(weights, jacobian)
+        # The official loop back-propagates sum_t w_t L_t through the whole model, heads included.
+        self._set_task_specific_weights(self.last_weights, losses)
         return direction

@@ -63,6 +63,8 @@ class NashMTL(GradientWeighting):
                 self.converged.fill_(ok)
         self.step += 1
         direction, weights = solvers.combine(self.alpha.cpu().numpy(), jacobian)
+        # The official backward of sum_t alpha_t L_t reaches the heads; its clipping acts on the shared ones only.
+        self._set_task_specific_weights(weights, losses)
         if self.max_norm > 0:  # torch.nn.utils.clip_grad_norm_'s rule, as in the official backward()
             coef = (self.max_norm / (direction.norm() + 1e-6)).clamp(max=1.0)
             direction, weights = direction * coef, weights * coef

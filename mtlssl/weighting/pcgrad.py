@@ -54,4 +54,6 @@ class PCGrad(GradientWeighting):
         coef = self.coefficients(gram, self.random_orders())
         weights = coef.sum(0)  # sum_i g_i' = sum_k (sum_i C[i, k]) g_k
         self.last_weights = weights.to(self.last_weights)
+        # The official code projects the gradients of all variables: task t's head gets coefficient weights[t].
+        self._set_task_specific_weights(weights, losses)
         return weights.to(jacobian) @ jacobian

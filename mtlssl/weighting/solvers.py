@@ -4,77 +4,122 @@ Every method here reduces the Jacobian J [T, P] (P can be millions) to its Grami
 for the T task weights in float64 numpy on the CPU; the direction is then ``weights @ J`` on the Jacobian's
 device. Nothing P x P is ever formed.
 
-The quadratic programs are solved with ``quadprog`` (Goldfarb & Idnani's dual active-set method, the solver
-torchjd uses for UPGrad/DualProj): it finishes in finitely many steps at the exact optimum of a dense strictly
-convex QP, to float64 round-off, with no tolerance to tune. A Frank-Wolfe iteration (the official MGDA code)
-only approaches the optimum at rate O(1/k) and stops at a tolerance, and scipy's generic SLSQP is both
-heavier and looser. quadprog needs G positive definite, so a relative jitter (1e-12 of the mean diagonal,
-raised only if the Cholesky factorisation fails) is added to the trace-normalised Gramian; it moves the
-objective by at most that much and never changes the solutions of the tests' well-posed problems.
+The quadratic programs are solved with ``daqp`` (Arnstrom, Bemporad & Axehill, IEEE TAC 2022; MIT licence), a
+dual active-set method like Goldfarb & Idnani's in quadprog (the solver torchjd uses for UPGrad/DualProj): it
+finishes in finitely many steps at the exact optimum of a dense strictly convex QP, to float64 round-off.
+Its proximal mode for singular Hessians is turned off (``eps_prox=0``), so that the answer is the exact
+optimum of a known problem, and its primal feasibility tolerance is tightened from 1e-6 to 1e-12, so that the
+constraints hold to round-off as with quadprog. A Frank-Wolfe iteration (the official MGDA code) only
+approaches the optimum at rate O(1/k) and stops at a tolerance, and scipy's generic SLSQP is both heavier and
+looser. The Hessian must be positive definite, so a relative jitter (1e-12 of the mean diagonal) is added to
+the trace-normalised Gramian and raised only when daqp reports a failure (a singular or slightly indefinite
+float32 Gramian); it moves the objective by at most that much and never changes the solutions of the tests'
+well-posed problems. On those, the solutions equal quadprog's to ~1e-15 (``scripts/bench_solvers.py``).
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-
+import daqp
 import numpy as np
 import torch
 from torch import Tensor
 
-from mtlssl.errors import UserError
-
 _JITTERS = (1e-12, 1e-10, 1e-8, 1e-6, 1e-4)
+# Columns of the Jacobian widened to float64 at a time in ``gramian(..., float64=True)``: 2^21 elements (16 MiB).
+_GRAM_CHUNK = 2**21
+# daqp's exact mode: no proximal regularisation, and constraints met to round-off (its default tolerance is 1e-6).
+_DAQP_SETTINGS = {"eps_prox": 0.0, "primal_tol": 1e-12}
+_EQUALITY = 5  # daqp's sense flag of an equality constraint
 
 
+def gramian(jacobian: Tensor, float64: bool = False) -> np.ndarray:
+    """G = J J^T in float64 numpy. By default the product runs in the Jacobian's dtype on its device (casting a
+    [T, P] Jacobian to float64 would double its memory); only the small [T, T] result is moved and widened.
 
-def _quadprog() -> ModuleType:
-    """quadprog is GPLv2+, so it is an optional extra of this MIT package, imported only when a QP is solved."""
-    try:
-        import quadprog
-    except ImportError as err:
-        raise UserError("MGDA, CAGrad, Nash-MTL, UPGrad and DualProj solve small quadratic programs with quadprog, "
-                        "an optional extra (GPLv2+): pip install 'mtlssl[solvers]'") from err
-    return quadprog
-
-def gramian(jacobian: Tensor) -> np.ndarray:
-    """G = J J^T in float64 numpy. The product runs in the Jacobian's dtype on its device (casting a [T, P]
-    Jacobian to float64 would double its memory); only the small [T, T] result is moved and widened."""
-    g = (jacobian @ jacobian.T).detach().to(device="cpu", dtype=torch.float64).numpy()
+    ``float64=True`` accumulates the product in float64, a bounded slice of columns at a time: a product of two
+    float32 numbers is exact in float64, so G is then the exact Gramian of the given Jacobian up to float64
+    round-off. A float32 product is only accurate to ~1e-7 of tr(G), so it can be indefinite and cannot tell
+    a combination of norm ~3e-4 ||g|| from 0 (CAGrad needs that when 0 is nearly in the convex hull).
+    """
+    jacobian = jacobian.detach()
+    if float64 and jacobian.dtype != torch.float64:
+        t = jacobian.shape[0]
+        g = torch.zeros(t, t, dtype=torch.float64, device=jacobian.device)
+        for chunk in jacobian.split(max(1, _GRAM_CHUNK // max(t, 1)), dim=1):
+            wide = chunk.double()
+            g += wide @ wide.T
+    else:
+        g = jacobian @ jacobian.T
+    g = g.to(device="cpu", dtype=torch.float64).numpy()
     return (g + g.T) / 2.0
 
 
 def _normalized(gram: np.ndarray) -> tuple[np.ndarray, float]:
-    """G / tr(G) and tr(G). The problems here are invariant to a positive scaling of G; normalising makes
-    the jitter relative and keeps quadprog's arithmetic in a fixed range."""
+    """G / tr(G) and tr(G) (NaN if an entry of G is not finite). The problems here are invariant to a positive
+    scaling of G; normalising makes the jitter relative and keeps the solver's arithmetic in a fixed range."""
     gram = np.asarray(gram, dtype=np.float64)
     gram = (gram + gram.T) / 2.0
-    trace = float(np.trace(gram))
-    if not np.isfinite(trace):
+    trace = float(np.trace(gram)) if np.all(np.isfinite(gram)) else float("nan")
+    if not np.isfinite(trace):  # any inf/NaN entry: the callers return NaN weights
         return gram, trace
     return (gram / trace if trace > 0 else np.zeros_like(gram)), trace
 
 
-def _inverse_cholesky(gram: np.ndarray) -> np.ndarray:
-    """R^{-1} with G + jitter * I = R^T R (R upper triangular), quadprog's ``factorized`` input. Factorising
-    once lets several QPs on the same G (UPGrad's T projections, CAGrad's search) share the work."""
-    scale = max(float(np.mean(np.diag(gram))), np.finfo(np.float64).tiny)
-    eye = np.eye(gram.shape[0])
-    for jitter in _JITTERS:  # float32 Gramians can be slightly indefinite: raise the jitter only if needed
-        try:
-            lower = np.linalg.cholesky(gram + jitter * scale * eye)
-        except np.linalg.LinAlgError:
-            continue
-        return np.linalg.inv(lower.T)
-    raise ValueError("the Gramian is not positive semi-definite (non-finite gradients?)")
+class GramianQP:
+    """min 1/2 x^T (G + jitter I) x + f^T x subject to x >= lower, and sum(x) = 1 if ``simplex``, for one G and
+    any f and lower: the QPs of MGDA, CAGrad, UPGrad and DualProj.
+
+    One daqp workspace is set up per Gramian, so several QPs on the same G (UPGrad's T projections, CAGrad's
+    search) share its factorisation, each solve warm-started from the last active set. When daqp reports a
+    failure (G + jitter I singular or indefinite to its tolerances), the jitter is raised and the workspace set
+    up again; later solves keep the raised jitter.
+    """
+
+    def __init__(self, gram: np.ndarray, simplex: bool) -> None:
+        self.gram = np.ascontiguousarray(gram, dtype=np.float64)
+        t = self.gram.shape[0]
+        # The jitter's unit, the mean diagonal (np.mean costs more than the solve at this size).
+        self.scale = max(float(np.trace(self.gram)) / t, np.finfo(np.float64).tiny)
+        self.simplex = simplex
+        self.constraints = np.ones((1, t)) if simplex else np.zeros((0, t))
+        self.upper = np.full(t + simplex, np.inf)
+        self.sense = np.zeros(t + simplex, dtype=np.int32)
+        if simplex:  # the one general constraint: 1 <= sum(x) <= 1
+            self.upper[-1] = 1.0
+            self.sense[-1] = _EQUALITY
+        self.level = 0  # index into _JITTERS
+        self.model: daqp.Model | None = None
+
+    def _setup(self, linear: np.ndarray, bounds: np.ndarray) -> daqp.Model | None:
+        hessian = self.gram.copy()
+        hessian.flat[:: len(hessian) + 1] += _JITTERS[self.level] * self.scale
+        model = daqp.Model()
+        model.settings = _DAQP_SETTINGS  # before setup, which factorises H under these settings
+        flag, _ = model.setup(hessian, linear, self.constraints, self.upper, bounds, self.sense.copy())
+        return model if flag >= 0 else None  # < 0: H is not positive definite to daqp's tolerance
+
+    def solve(self, linear: np.ndarray, lower: np.ndarray) -> np.ndarray:
+        linear = np.asarray(linear, dtype=np.float64)
+        bounds = np.append(lower, 1.0) if self.simplex else np.asarray(lower, dtype=np.float64)
+        if self.model is not None:
+            self.model.update(f=linear, blower=bounds)
+        while True:
+            if self.model is None:
+                self.model = self._setup(linear, bounds)
+            if self.model is not None:
+                x, _, flag, _ = self.model.solve()
+                if flag > 0 and np.isfinite(x.sum()):
+                    return x
+                self.model = None
+            if self.level + 1 == len(_JITTERS):
+                raise ValueError(f"the QP solver failed on this Gramian (daqp exit flag {flag}; non-finite gradients?)")
+            self.level += 1  # float32 Gramians can be singular or slightly indefinite: raise the jitter only if needed
 
 
-def _simplex_qp(r_inv: np.ndarray, linear: np.ndarray) -> np.ndarray:
-    """argmin_{w in simplex} 1/2 w^T G w + linear^T w, for G given by ``r_inv``."""
-    t = r_inv.shape[0]
-    constraints = np.concatenate([np.ones((t, 1)), np.eye(t)], axis=1)  # sum(w) = 1, then w >= 0
-    bounds = np.concatenate([[1.0], np.zeros(t)])
-    w = _quadprog().solve_qp(r_inv, -linear, constraints, bounds, meq=1, factorized=True)[0]
-    w = np.clip(w, 0.0, None)  # remove round-off below zero
+def simplex_qp(gram: np.ndarray, linear: np.ndarray, qp: GramianQP | None = None) -> np.ndarray:
+    """argmin_{w in simplex} 1/2 w^T G w + linear^T w; ``qp`` is a workspace on the same G to reuse."""
+    qp = qp if qp is not None else GramianQP(gram, simplex=True)
+    w = np.maximum(qp.solve(linear, np.zeros(len(linear))), 0.0)  # remove round-off below zero
     return w / w.sum()
 
 
@@ -87,7 +132,7 @@ def min_norm_weights(gram: np.ndarray) -> np.ndarray:
         return np.full(t, np.nan)
     if trace <= 0 or t == 1:
         return np.full(t, 1.0 / t)
-    return _simplex_qp(_inverse_cholesky(gram), np.zeros(t))
+    return simplex_qp(gram, np.zeros(t))
 
 
 def project_onto_dual_cone(gram: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -96,7 +141,7 @@ def project_onto_dual_cone(gram: np.ndarray, u: np.ndarray) -> np.ndarray:
     By Quinton & Rey (2024, "Jacobian Descent for Multi-Objective Optimization", Prop. 1) this is the dual QP
         min_v v^T G v  subject to  v >= u,
     whose KKT conditions are v >= u, G v >= 0 (so J^T v has a non-negative inner product with every row)
-    and (v - u)_t (G v)_t = 0. ``u`` may be [T] or [K, T] (K projections sharing one factorisation).
+    and (v - u)_t (G v)_t = 0. ``u`` may be [T] or [K, T] (K projections sharing one workspace).
     """
     gram, trace = _normalized(gram)
     u = np.asarray(u, dtype=np.float64)
@@ -104,61 +149,80 @@ def project_onto_dual_cone(gram: np.ndarray, u: np.ndarray) -> np.ndarray:
         return np.full(u.shape, np.nan)
     if trace <= 0:  # G = 0: every v >= u is optimal; the smallest one, max(u, 0), as torchjd's ridge gives
         return np.maximum(u, 0.0)
-    r_inv = _inverse_cholesky(gram)
-    eye = np.eye(gram.shape[0])
+    qp = GramianQP(gram, simplex=False)
     rows = np.atleast_2d(u)
-    out = np.stack([_quadprog().solve_qp(r_inv, np.zeros(len(row)), eye, row, 0, True)[0] for row in rows])
+    out = np.stack([qp.solve(np.zeros(len(row)), row) for row in rows])
     out = np.maximum(out, rows)  # round-off: the constraint v >= u holds exactly
     return out.reshape(u.shape)
 
 
-def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
-    """Weights of the CAGrad direction d = g0 + sqrt(phi) g_w / ||g_w|| (Liu et al., NeurIPS 2021), before
-    any rescaling: returns 1/T + lambda * w, with
+def cagrad_dual(gram: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+    """The solution of CAGrad's dual (Liu et al., NeurIPS 2021): w in the simplex and the multiplier lambda of
+    the direction d = g0 + lambda g_w, with
 
         w = argmin_{w in simplex} g_w^T g0 + sqrt(phi) ||g_w||,   sqrt(phi) = c ||g0||,   lambda = sqrt(phi) / ||g_w||.
 
     Solved exactly rather than with SLSQP: for lambda > 0 let w(lambda) solve the QP
-    min_{simplex} g_w^T g0 + lambda/2 ||g_w||^2. Its KKT conditions are those of the problem above exactly
-    when lambda ||g_{w(lambda)}|| = sqrt(phi), and ||g_{w(lambda)}|| is continuous and non-increasing in
-    lambda, between max_t ||g_t|| and the min-norm value, so that equation has a root in the bracket
-    [sqrt(phi) / max_t ||g_t||, sqrt(phi) / min-norm]; bisection on log(lambda) finds it to ~1e-13, each step
-    one QP on the factorised G. If 0 is (nearly) in the convex hull, the bracket is capped and the
-    added term keeps norm <= sqrt(phi).
+    min_{simplex} g_w^T g0 + lambda/2 ||g_w||^2. Its KKT conditions are those of the problem above exactly when
+    f(lambda) = lambda ||g_{w(lambda)}|| - sqrt(phi) = 0, and since that problem is convex, any root gives its
+    minimum. f is continuous, f <= 0 at sqrt(phi) / max_t ||g_t|| (as ||g_w|| <= max_t ||g_t||) and f >= 0 at
+    sqrt(phi) / min-norm. The search steps up from the low end by factors of 10 to the first sign change and
+    bisects there on log(lambda) to ~1e-13, each step one QP on the same daqp workspace. Stepping up rather than
+    testing the top of the bracket matters when 0 is in the convex hull up to round-off: there ||g_w||
+    reaches the round-off floor and f falls back below 0 at large lambda although a root lies far below.
+    If f stays <= 0 up to the cap (1e9 / max_t ||g_t||, for a min-norm value of 0: the dual's minimum is
+    g_w = 0), the capped solution is returned; its step lambda ||g_w|| is then below sqrt(phi).
+    Returns (mean, 0) when c = 0 or G = 0 (d = g0) and NaNs for a non-finite G.
     """
-    gram, trace = _normalized(gram)  # the weights are invariant to scaling G
+    gram, trace = _normalized(gram)  # w and lambda are invariant to scaling G
     t = gram.shape[0]
     mean = np.full(t, 1.0 / t)
-    if not np.isfinite(trace):
-        return np.full(t, np.nan)
+    if not np.isfinite(trace):  # inf/NaN gradients: NaN weights, for the caller to skip the step
+        return np.full(t, np.nan), float("nan")
     radius = c * np.sqrt(max(mean @ gram @ mean, 0.0))  # sqrt(phi) = c ||g0||
     if trace <= 0 or radius <= 0:
-        return mean
-    r_inv = _inverse_cholesky(gram)
+        return mean, 0.0
+    qp = GramianQP(gram, simplex=True)
     g_g0 = gram @ mean  # the linear term: g_w^T g0 = w^T G 1/T
 
     def solve(lam: float) -> tuple[np.ndarray, float]:
-        w = _simplex_qp(r_inv, g_g0 / lam)  # (1/lam) * [g_w^T g0 + lam/2 ||g_w||^2]
+        w = simplex_qp(gram, g_g0 / lam, qp)  # (1/lam) * [g_w^T g0 + lam/2 ||g_w||^2]
         return w, float(np.sqrt(max(w @ gram @ w, 0.0)))
 
     s_max = float(np.sqrt(np.max(np.diag(gram))))
     w_min = min_norm_weights(gram)
     s_min = float(np.sqrt(max(w_min @ gram @ w_min, 0.0)))
-    lo, hi = np.log(radius / s_max), np.log(radius / max(s_min, 1e-9 * s_max))
-    w, s = solve(float(np.exp(hi)))
-    lam = float(np.exp(hi))
-    if lam * s > radius:  # otherwise the root lies beyond the cap (0 in the hull): keep the capped solution
-        for _ in range(200):
-            if hi - lo <= 1e-13:
-                break
-            mid = (lo + hi) / 2
-            w_mid, s_mid = solve(float(np.exp(mid)))
-            if np.exp(mid) * s_mid > radius:
-                hi, w, s = mid, w_mid, s_mid
-            else:
-                lo = mid
-        lam = radius / s  # the exact multiplier for the w found: its norm term is exactly sqrt(phi)
-    return mean + lam * w
+    cap = np.log(radius / max(s_min, 1e-9 * s_max))
+    lo = np.log(radius / s_max)
+    w, s = solve(float(np.exp(lo)))
+    if np.exp(lo) * s >= radius:  # the root is the low end itself (the longest gradient is the solution)
+        return w, radius / s
+    step = np.log(10.0)
+    for _ in range(int(np.ceil((cap - lo) / step)) + 1):  # step up to the first sign change
+        hi = min(lo + step, cap)
+        w, s = solve(float(np.exp(hi)))
+        if np.exp(hi) * s > radius:
+            break
+        if hi >= cap:  # no root below the cap: 0 is in the hull, keep the capped solution
+            return w, float(np.exp(hi))
+        lo = hi
+    for _ in range(200):
+        if hi - lo <= 1e-13:
+            break
+        mid = (lo + hi) / 2
+        w_mid, s_mid = solve(float(np.exp(mid)))
+        if np.exp(mid) * s_mid > radius:
+            hi, w, s = mid, w_mid, s_mid
+        else:
+            lo = mid
+    return w, radius / s  # the exact multiplier for the w found: its step has norm exactly sqrt(phi)
+
+
+def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
+    """The weights 1/T + lambda w of the raw task gradients in CAGrad's direction g0 + lambda g_w (see
+    ``cagrad_dual``), before any rescaling."""
+    w, lam = cagrad_dual(gram, c)
+    return np.full(len(w), 1.0 / len(w)) + lam * w
 
 
 def nash_weights(

@@ -10,6 +10,7 @@ import torchvision.transforms.v2.functional as TF
 from mtlssl.augment import BatchAugment
 from mtlssl.augment.batch import (
     _axis_aligned_grid,
+    _centre_crop_fallback,
     _crop_flip_theta,
     _Sampler,
     adjust_brightness,
@@ -97,19 +98,100 @@ def test_flip_without_crop_is_exact_and_per_sample():
 
 
 def test_crop_zooms_by_the_drawn_side_fractions():
-    # Ramps along x and y: the output's span along each axis equals the crop's side fraction.
+    # Ramps along x and y: the output's span along each axis is set by the crop's side fraction. The second and
+    # the second-last output pixels are sampled s (n - 3) / n pixels apart for a side of s pixels out of n, inside
+    # the image even for a crop at its edge (the outermost ones can fall in the border's half pixel).
     h, w = 32, 64
     ramp_x = torch.linspace(0, 1, w).expand(1, 1, h, w)
     ramp_y = torch.linspace(0, 1, h).view(1, 1, h, 1).expand(1, 1, h, w)
-    x = torch.cat((ramp_x, ramp_y, ramp_x), dim=1).expand(4, -1, -1, -1)
+    x = torch.cat((ramp_x, ramp_y, ramp_x), dim=1).expand(16, -1, -1, -1)
     aug = BatchAugment(**{**NONE, "crop_scale": (0.25, 0.25), "crop_ratio": (1.0, 1.0)})
     out = aug(x, gen())
-    span_x = out[:, 0, 0, -1] - out[:, 0, 0, 0]
-    span_y = out[:, 1, -1, 0] - out[:, 1, 0, 0]
-    # Square in pixels with a quarter of the area: sides of 0.5 * sqrt(H*W) pixels.
-    side = 0.5 * (h * w) ** 0.5
-    torch.testing.assert_close(span_x, torch.full((4,), side / w), atol=1e-5, rtol=0)
-    torch.testing.assert_close(span_y, torch.full((4,), side / h), atol=1e-5, rtol=0)
+    span_x = out[:, 0, 0, -2] - out[:, 0, 0, 1]
+    span_y = out[:, 1, -2, 0] - out[:, 1, 1, 0]
+    # Square in pixels with a quarter of the area: sides of 0.5 * sqrt(H*W) pixels, rounded to whole pixels.
+    side = round(0.5 * (h * w) ** 0.5)
+    torch.testing.assert_close(span_x, torch.full((16,), side * (w - 3) / (w * (w - 1))), atol=1e-5, rtol=0)
+    torch.testing.assert_close(span_y, torch.full((16,), side * (h - 3) / (h * (h - 1))), atol=1e-5, rtol=0)
+
+
+def crop_boxes(theta: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, ...]:
+    """(top, left, crop height, crop width) in pixels of each crop matrix (normalised coords span [-1, 1])."""
+    w, h = theta[:, 0, 0].abs() * width, theta[:, 1, 1] * height
+    left = (theta[:, 0, 2] + 1) * width / 2 - w / 2
+    top = (theta[:, 1, 2] + 1) * height / 2 - h / 2
+    return top, left, h, w
+
+
+def torchvision_boxes(n: int, height: int, width: int, scale, ratio, seed: int = 0) -> torch.Tensor:
+    """[n, 4] (top, left, h, w) from torchvision's own RandomResizedCrop.get_params, the reference."""
+    from torchvision.transforms import RandomResizedCrop
+
+    torch.manual_seed(seed)
+    image = torch.zeros(1, height, width)
+    return torch.tensor([RandomResizedCrop.get_params(image, list(scale), list(ratio)) for _ in range(n)],
+                        dtype=torch.float64)
+
+
+def our_boxes(n: int, height: int, width: int, scale, ratio, seed: int = 0) -> torch.Tensor:
+    sampler = _Sampler(gen(seed), torch.device("cpu"), n)
+    theta = _crop_flip_theta(sampler, height, width, scale, ratio, flip_p=0.5).double()
+    return torch.stack(crop_boxes(theta, height, width), dim=1)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "scale", "ratio"),
+    [
+        (32, 32, (0.08, 1.0), (3 / 4, 4 / 3)),  # SimCLR's default on CIFAR-sized images
+        (24, 40, (0.08, 1.0), (3 / 4, 4 / 3)),  # non-square
+        (16, 64, (0.08, 1.0), (3 / 4, 4 / 3)),  # very wide: many rejections, some centre-crop fallbacks
+        (96, 96, (0.6, 1.0), (3 / 4, 4 / 3)),  # the weak preset
+    ],
+)
+def test_crop_boxes_are_distributed_as_torchvisions(height, width, scale, ratio):
+    # torchvision draws up to 10 candidates per image and keeps the first that fits; clamping an oversized crop
+    # instead biases the area upwards (0.535 against 0.489 at 32 x 32 with the default scale and ratio).
+    from scipy.stats import ks_2samp
+
+    n = 20000
+    ours = our_boxes(n, height, width, scale, ratio)
+    reference = torchvision_boxes(n, height, width, scale, ratio)
+    # The boxes are whole pixels inside the image, as torchvision's.
+    torch.testing.assert_close(ours, ours.round(), atol=1e-4, rtol=0)
+    top, left, h, w = ours.round().unbind(1)
+    assert bool((top >= 0).all() and (left >= 0).all() and (h >= 1).all() and (w >= 1).all())
+    assert bool((top + h <= height).all() and (left + w <= width).all())
+    area, ref_area = h * w / (height * width), reference[:, 2] * reference[:, 3] / (height * width)
+    se = (area.var() / n + ref_area.var() / n).sqrt()
+    assert abs(area.mean() - ref_area.mean()) < 4 * se + 1e-9
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        assert abs(area.quantile(q) - ref_area.quantile(q)) < 0.02
+    for mine, theirs in ((area, ref_area), (h, reference[:, 2]), (w, reference[:, 3]), (top, reference[:, 0]),
+                         (left, reference[:, 1])):
+        assert ks_2samp(mine.numpy(), theirs.numpy()).pvalue > 1e-3
+
+
+def test_no_candidate_that_fits_falls_back_to_torchvisions_centre_crop():
+    # Every candidate of a square crop of at least 0.9 of a 8 x 24 image is taller than the image. torchvision then
+    # takes the centre crop with the aspect ratio clamped to the range: full height, width 8 * 1.0.
+    ours = our_boxes(64, 8, 24, (0.9, 1.0), (1.0, 1.0))
+    reference = torchvision_boxes(64, 8, 24, (0.9, 1.0), (1.0, 1.0))
+    assert torch.equal(reference, torch.tensor([[0.0, 8.0, 8.0, 8.0]]).expand(64, 4))
+    torch.testing.assert_close(ours, reference, atol=1e-4, rtol=0)
+    # A tall image clamps to the lowest ratio: full width 10, height round(10 / 0.5) = 20, centred.
+    torch.testing.assert_close(our_boxes(8, 30, 10, (0.9, 1.0), (0.5, 0.5)),
+                               torchvision_boxes(8, 30, 10, (0.9, 1.0), (0.5, 0.5)), atol=1e-4, rtol=0)
+    # An image whose aspect lies in the range keeps the whole image (torchvision's last branch; no fixed draw reaches
+    # it reliably, since the whole image itself is a candidate that fits).
+    assert _centre_crop_fallback(30, 10, (0.3, 0.4)) == (30, 10)
+
+
+def test_crop_draws_only_from_the_callers_generator_and_repeats():
+    state = torch.get_rng_state()
+    first = our_boxes(256, 24, 40, (0.08, 1.0), (3 / 4, 4 / 3), seed=3)
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is untouched
+    assert torch.equal(first, our_boxes(256, 24, 40, (0.08, 1.0), (3 / 4, 4 / 3), seed=3))
+    assert not torch.equal(first, our_boxes(256, 24, 40, (0.08, 1.0), (3 / 4, 4 / 3), seed=4))
 
 
 def test_axis_aligned_grid_matches_affine_grid():

@@ -85,6 +85,26 @@ def test_gradient_method_sets_the_direction_on_the_encoder_and_own_task_gradient
     assert torch.allclose(method.seen[1], losses.detach())
 
 
+class WeightedHeads(Mean):
+    """Mean for the encoder; each head's gradient weighted, as IMTL or Nash-MTL weight theirs."""
+
+    def aggregate(self, jacobian: Tensor, losses: Tensor) -> Tensor:
+        self._set_task_specific_weights(torch.tensor([2.0, 0.5, 3.0]), losses)
+        return super().aggregate(jacobian, losses)
+
+
+def test_each_head_gets_its_task_gradient_times_the_methods_task_specific_weight() -> None:
+    model, x, targets = setup()
+    reference = per_task_gradients(model, x, targets)
+    model.zero_grad()
+    features, losses = forward(model, x, targets)
+    mtl_backward(model, features, losses, WeightedHeads(len(TASKS)), GradientOptions())
+    for i, (name, p) in enumerate(model.named_parameters()):
+        if name.startswith("heads."):
+            t = [t.name for t in TASKS].index(name.split(".")[1])
+            assert torch.allclose(p.grad, (2.0, 0.5, 3.0)[t] * reference[t][i], atol=1e-6), name
+
+
 def test_features_mode_aggregates_feature_gradients_then_backpropagates_once() -> None:
     model, x, targets = setup()
     features, losses = forward(model, x, targets)

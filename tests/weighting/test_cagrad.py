@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -98,3 +99,76 @@ def test_conf_instantiates_and_float32_stays_float32() -> None:
     d = m.aggregate(jac, torch.ones(3))
     assert d.shape == (10,) and d.dtype == torch.float32 and d.device == jac.device
     assert m.last_weights.dtype == torch.float32 and torch.isfinite(d).all()
+
+
+def slsqp_direction(jac: torch.Tensor, c: float) -> torch.Tensor:
+    """The official code's dual solve (scipy SLSQP from the mean, on the float64 Gramian, without its 1e-8
+    smoothing) and its direction g0 + c ||g0|| g_w / ||g_w||, before rescaling: an independent implementation."""
+    minimize = pytest.importorskip("scipy.optimize").minimize
+
+    j64 = jac.double()
+    gram, t = (j64 @ j64.T).numpy(), jac.shape[0]
+    mean = np.full(t, 1 / t)
+    radius = c * np.sqrt(mean @ gram @ mean)
+
+    def dual(x: np.ndarray) -> float:
+        return float(x @ gram @ mean + radius * np.sqrt(max(x @ gram @ x, 0.0)))
+
+    res = minimize(dual, mean, bounds=[(0, 1)] * t, constraints={"type": "eq", "fun": lambda x: 1 - x.sum()},
+                   method="SLSQP", options={"ftol": 1e-15, "maxiter": 1000})
+    g_w = torch.from_numpy(res.x) @ j64
+    return j64.mean(0) + radius / g_w.norm() * g_w
+
+
+def distance_and_radius(d: torch.Tensor, jac: torch.Tensor, c: float) -> tuple[float, float]:
+    """||d - g0|| and the ball's radius c ||g0||."""
+    g0 = jac.double().mean(0)
+    return float((d.double() - g0).norm()), float(c * g0.norm())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_zero_in_the_hull_up_to_round_off_stays_in_the_ball(seed: int) -> None:
+    # g3 = -(g1 + g2) / 2 in float32: 0 is in the convex hull up to round-off (weights 1/4, 1/4, 1/2), and the
+    # float32 Gramian is slightly indefinite. The optimum is still inside the ball, with g_w on the hull's
+    # boundary; every point d of the ball has min_t g_t . d <= the dual's minimum (weak duality), which a fine grid
+    # over the simplex bounds from above.
+    gen = torch.Generator().manual_seed(seed)
+    g12 = torch.randn(2, 50, generator=gen) * 3
+    jac = torch.cat([g12, -(g12.sum(0, keepdim=True)) / 2])
+    c = 0.5
+    d = CAGrad(3, c=c, rescale=0).aggregate(jac, torch.ones(3))
+    distance, radius = distance_and_radius(d, jac, c)
+    assert torch.isfinite(d).all() and distance <= radius * (1 + 1e-5)
+    j64 = jac.double()
+    gram, g0 = j64 @ j64.T, j64.mean(0)
+    a, b = np.meshgrid(np.arange(301), np.arange(301), indexing="ij")
+    keep = a + b <= 300
+    grid = torch.from_numpy(np.stack([a[keep], b[keep], 300 - a[keep] - b[keep]], axis=1) / 300)
+    dual = grid @ gram @ torch.full((3,), 1 / 3, dtype=torch.float64)
+    dual += c * g0.norm() * torch.einsum("ki,ij,kj->k", grid, gram, grid).clamp_min(0).sqrt()
+    assert (j64 @ d.double()).min() >= dual.min() - 1e-4 * gram.trace()
+
+
+@pytest.mark.parametrize("t", [3, 4, 6])
+@pytest.mark.parametrize("seed", range(4))
+def test_near_degenerate_random_cases_stay_in_the_ball(t: int, seed: int) -> None:
+    gen = torch.Generator().manual_seed(100 * t + seed)
+    rows = torch.randn(t - 1, 40, generator=gen) * torch.exp(torch.randn(t - 1, 1, generator=gen))
+    w = torch.rand(t, generator=gen) + 0.1
+    last = -(w[:-1] @ rows) / w[-1]  # sum_t w_t g_t = 0 up to float32 round-off
+    jac = torch.cat([rows, last[None]])[torch.randperm(t, generator=gen)]
+    for c in (0.2, 0.5, 0.9):
+        m = CAGrad(t, c=c, rescale=0)
+        d = m.aggregate(jac, torch.ones(t))
+        distance, radius = distance_and_radius(d, jac, c)
+        assert torch.isfinite(d).all() and distance <= radius * (1 + 1e-5)
+        assert torch.allclose(m.last_weights.double() @ jac.double(), d.double(), rtol=1e-4, atol=1e-4 * jac.norm())
+
+
+@pytest.mark.parametrize(("t", "p", "seed"), [(2, 5, 0), (3, 10, 1), (4, 20, 2), (5, 8, 3), (6, 40, 4)])
+@pytest.mark.parametrize("c", [0.2, 0.5, 0.9])
+def test_generic_cases_match_the_official_slsqp_dual(t: int, p: int, seed: int, c: float) -> None:
+    jac = conflicting_jacobian(t, p, seed).float()
+    d = CAGrad(t, c=c, rescale=0).aggregate(jac, torch.ones(t))
+    expected = slsqp_direction(jac, c)
+    assert torch.allclose(d.double(), expected, rtol=1e-4, atol=1e-4 * expected.norm())

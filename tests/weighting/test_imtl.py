@@ -85,3 +85,30 @@ def test_config_instantiates_and_keeps_float32() -> None:
     d = method.aggregate(torch.randn(3, 10), torch.rand(3) + 0.5)
     assert d.dtype == torch.float32 and d.shape == (10,)
     assert method.log_scales.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("zero", range(3))
+def test_a_zero_gradient_is_left_out_of_the_solve(zero: int) -> None:
+    # IMTL-G of the other two scaled gradients e^{s_t} g_t, in the paper's two-task closed form:
+    # d = a h1 + (1 - a) h2 with d . (u1 - u2) = 0.
+    gen = torch.Generator().manual_seed(20 + zero)
+    jacobian = torch.randn(3, 20, generator=gen, dtype=torch.float64)
+    jacobian[zero] = 0
+    method = IMTL(3)
+    with torch.no_grad():
+        method.log_scales.copy_(torch.randn(3, generator=gen))
+    d = method.aggregate(jacobian, torch.rand(3, generator=gen) + 0.1)
+    scales = method.log_scales.detach().double().exp()
+    i, j = (k for k in range(3) if k != zero)
+    h1, h2 = scales[i] * jacobian[i], scales[j] * jacobian[j]
+    du = h1 / h1.norm() - h2 / h2.norm()
+    a = -(h2 @ du) / ((h1 - h2) @ du)
+    assert d.norm() > 0.1 * min(h1.norm(), h2.norm())
+    assert torch.allclose(d, a * h1 + (1 - a) * h2, rtol=1e-6, atol=1e-6)
+    assert method.last_weights[zero] == 0
+
+
+def test_an_all_zero_jacobian_gives_a_zero_direction_without_nan() -> None:
+    method = IMTL(3)
+    d = method.aggregate(torch.zeros(3, 7), torch.ones(3))
+    assert torch.equal(d, torch.zeros(7)) and torch.isfinite(method.last_weights).all()

@@ -77,3 +77,46 @@ def test_config_instantiates_and_keeps_float32() -> None:
     assert isinstance(method, IMTLG)
     d = method.aggregate(torch.randn(3, 10), torch.rand(3) + 0.5)
     assert d.dtype == torch.float32 and d.shape == (10,)
+
+
+def two_task_imtl_g(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+    """The paper's two-task case in closed form: d = a g1 + (1 - a) g2 with d . (u1 - u2) = 0."""
+    du = g1 / g1.norm() - g2 / g2.norm()
+    a = -(g2 @ du) / ((g1 - g2) @ du)
+    return torch.stack([a, 1 - a])
+
+
+@pytest.mark.parametrize("zero", range(3))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_zero_gradient_is_left_out_of_the_solve(zero: int, dtype: torch.dtype) -> None:
+    # A task with no label in the batch has an exactly zero gradient: it has no direction, so the paper's condition
+    # is posed on the other tasks only (as Nash-MTL's bargaining does).
+    gen = torch.Generator().manual_seed(10 + zero)
+    jacobian = torch.randn(3, 20, generator=gen, dtype=torch.float64) * torch.exp(torch.randn(3, 1, generator=gen))
+    jacobian[zero] = 0
+    others = [i for i in range(3) if i != zero]
+    method = IMTLG(3)
+    d = method.aggregate(jacobian.to(dtype), torch.ones(3))
+    assert method.last_weights[zero] == 0
+    expected = two_task_imtl_g(jacobian[others[0]], jacobian[others[1]])
+    tol = 1e-6 if dtype == torch.float64 else 1e-4  # last_weights is float32
+    assert torch.allclose(method.last_weights[others].double(), expected, rtol=tol, atol=tol)
+    assert torch.allclose(d.double(), expected @ jacobian[others], rtol=tol, atol=tol)
+    proj = projections(d.double(), jacobian[others])
+    assert torch.allclose(proj[0], proj[1], rtol=tol)
+    assert proj[0] > 0.1 * jacobian.norm(dim=1)[others].min()  # not the zero update
+
+
+def test_one_non_zero_gradient_is_the_direction() -> None:
+    jacobian = torch.zeros(3, 6)
+    jacobian[1] = torch.randn(6, generator=torch.Generator().manual_seed(4))
+    method = IMTLG(3)
+    assert torch.allclose(method.aggregate(jacobian, torch.ones(3)), jacobian[1])
+    assert torch.equal(method.last_weights, torch.tensor([0.0, 1.0, 0.0]))
+
+
+def test_an_all_zero_jacobian_gives_a_zero_direction_without_nan() -> None:
+    method = IMTLG(3)
+    d = method.aggregate(torch.zeros(3, 7), torch.ones(3))
+    assert torch.equal(d, torch.zeros(7))
+    assert torch.isfinite(method.last_weights).all()
