@@ -1,4 +1,5 @@
-"""The kill test: SIGKILL a training process at six points, mid-step and mid-write, relaunching after each.
+"""The kill test: SIGKILL a training process at five or six points, mid-step and mid-write, relaunching after
+each, for train-mtl and for pretrain (the one loop under both).
 
 Every kill leaves only complete checkpoints under their real names (a partial write stays in a temporary
 file that is never read and is cleared on the next launch); every relaunch resumes from the last complete
@@ -13,13 +14,18 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from mtlssl.engine.preemption import EXIT_PREEMPTED
 from mtlssl.engine.state import read_checkpoint
 from tests.conftest import TINY
 
-# 3 epochs of 4 steps, last.pt also every 2 steps: checkpoints at steps 2, 4 (+best), 6, 8 (+best), 10, 12 (+best).
+# train-mtl: 3 epochs of 4 steps, last.pt also every 2 steps: checkpoints at steps 2, 4 (+best), 6, 8 (+best), 10,
+# 12 (+best). pretrain: 2 epochs of 6 steps (96 unlabelled images): last.pt at steps 2, 4, 6, 8, 10, 12.
 OVERRIDES = [*TINY, "trainer.epochs=3", "trainer.batch_size=16", "trainer.eval_batch_size=64",
              "trainer.checkpoint_every_steps=2", "weighting=dwa"]
+PRETRAIN = [*TINY, "trainer.epochs=2", "trainer.batch_size=16", "trainer.eval_batch_size=64",
+            "trainer.checkpoint_every_steps=2", "ssl.hidden_dim=16", "ssl.out_dim=8"]
 
 # Run train-mtl, killing this process with SIGKILL at one point given as <event>:<file>:<n> (the n-th time):
 #   step::n           inside the n-th optimizer step
@@ -37,8 +43,8 @@ def hit(name, path=""):
         if seen["count"] == int(n):
             os.kill(os.getpid(), signal.SIGKILL)
 
+import importlib
 import mtlssl.engine.loop as loop, mtlssl.engine.state as state, mtlssl.io as files
-import mtlssl.stages.train_mtl as train_mtl
 
 class HalfWrites:
     def __init__(self, f, path):
@@ -70,12 +76,13 @@ def killing_apply(*args, **kwargs):
     real_apply(*args, **kwargs)
 loop.apply_gradients = killing_apply
 
-sys.argv = ["mtlssl-train-mtl", *sys.argv[1:]]
-train_mtl.main()
+stage = sys.argv[1]
+sys.argv = [f"mtlssl-{stage}", *sys.argv[2:]]
+importlib.import_module(f"mtlssl.stages.{stage}").main()
 """
 
 # (kill point, the step the NEXT launch resumes from)
-KILLS = [
+MTL_KILLS = [
     ("step::3", 2),              # mid-step 3: last.pt is the periodic one of step 2
     ("partial:last.pt:1", 2),    # half of epoch 1's last.pt written: the step-2 one stays
     ("written:best.pt:1", 2),    # epoch 1's best.pt complete but not yet renamed
@@ -83,38 +90,51 @@ KILLS = [
     ("step::3", 8),              # mid-step 9 of the relaunch from step 6: epoch 2's last.pt (step 8) stands
     ("partial:metrics.json:1", 12),  # training done, metrics.json half written
 ]
+PRETRAIN_KILLS = [
+    ("step::3", 2),              # mid-step 3: last.pt is the periodic one of step 2
+    ("partial:last.pt:1", 2),    # half of the step-4 last.pt written: the step-2 one stays
+    ("renamed:last.pt:2", 6),    # just after epoch 1's last.pt (step 6) replaced the step-4 one
+    ("step::3", 8),              # mid-step 9 of the relaunch from step 6: the step-8 last.pt stands
+    ("partial:metrics.json:1", 12),  # training done, metrics.json half written
+]
 
 
-def launch(run_dir: Path, kill_at: str | None) -> subprocess.CompletedProcess:
+def launch(stage: str, overrides: list[str], run_dir: Path, kill_at: str | None) -> subprocess.CompletedProcess:
     env = {**os.environ, "KILL_AT": kill_at or "none::0", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-c", RUNNER, *OVERRIDES, f"hydra.run.dir={run_dir}"], env=env,
+    return subprocess.run([sys.executable, "-c", RUNNER, stage, *overrides, f"hydra.run.dir={run_dir}"], env=env,
                           capture_output=True, text=True, timeout=300)
 
 
 def results(run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for record in metrics["history"]:
-        record.pop("images_per_s")
+        record.pop("images_per_s", None)
+    metrics.get("final", {}).pop("images_per_s", None)
     return metrics
 
 
-def test_sigkill_at_six_points_then_resume_gives_identical_metrics(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stage", "overrides", "kills"), [("train_mtl", OVERRIDES, MTL_KILLS),
+                                                           ("pretrain", PRETRAIN, PRETRAIN_KILLS)],
+                         ids=["train_mtl", "pretrain"])
+def test_sigkill_at_every_point_then_resume_gives_identical_metrics(stage: str, overrides: list[str],
+                                                                     kills: list[tuple[str, int]],
+                                                                     tmp_path: Path) -> None:
     reference, run = tmp_path / "reference", tmp_path / "killed"
-    assert launch(reference, None).returncode == 0
-    for kill_at, resumes_from in KILLS:
-        out = launch(run, kill_at)
+    assert launch(stage, overrides, reference, None).returncode == 0
+    for kill_at, resumes_from in kills:
+        out = launch(stage, overrides, run, kill_at)
         assert out.returncode == -signal.SIGKILL, f"{kill_at} was never reached:\n{out.stderr[-2000:]}"
         for ckpt in (run / "checkpoints").glob("*.pt"):  # only complete checkpoints bear a real name
             read_checkpoint(ckpt, "killed run")
         last = read_checkpoint(run / "checkpoints" / "last.pt", "killed run")
         assert last["step"] == resumes_from, kill_at
-    out = launch(run, None)
+    out = launch(stage, overrides, run, None)
     assert out.returncode == 0, out.stderr[-3000:]
     assert results(run) == results(reference)
     assert not [p.name for p in run.rglob(".*.tmp*")]  # the partial writes were cleared, never read
-    resumed = [line.split("step ")[-1] for line in (run / "train_mtl.log").read_text().splitlines()
+    resumed = [line.split("step ")[-1] for line in (run / f"{stage}.log").read_text().splitlines()
                if "resuming from" in line]
-    assert [int(s) for s in resumed] == [r for _, r in KILLS]
+    assert [int(s) for s in resumed] == [r for _, r in kills]
 
 
 def test_sigterm_from_outside_saves_and_exits_75(tmp_path: Path) -> None:

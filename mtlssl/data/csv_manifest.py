@@ -42,13 +42,12 @@ from mtlssl.data.imagefolder import (
 )
 from mtlssl.data.sources import holdout
 from mtlssl.errors import UserError
-from mtlssl.tasks import KINDS, TaskSpec
+from mtlssl.tasks import KINDS, Task, TaskSpec, build_task, task_class
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test",
                "unlabeled": "unlabeled", "unlabelled": "unlabeled"}
 TASK_KEYS = ("kind", "column", "num_outputs")
 MAX_OUTPUTS = 2**24  # far beyond any real head; a bigger num_outputs is a typo, and class ids stay exact in floats
-FLOAT32_MAX = torch.finfo(torch.float32).max  # targets are float32: a larger value would become inf
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,12 @@ class Row:
 class TaskColumns:
     """A declared task and the manifest columns its label is read from."""
 
-    spec: TaskSpec
+    task: Task
     columns: tuple[str, ...]
+
+    @property
+    def spec(self) -> TaskSpec:
+        return self.task.spec
 
 
 def _at(manifest: Path, row: Row, column: str) -> str:
@@ -137,7 +140,7 @@ def _parse_tasks(tasks: Mapping[str, Any] | None, manifest: Path) -> list[TaskCo
                                         or num_outputs > MAX_OUTPUTS):
             raise UserError(f"{where}.num_outputs={num_outputs!r} is not a whole number of outputs (1..{MAX_OUTPUTS}); "
                             "give the number of classes or outputs, e.g. 3")
-        parsed.append(TaskColumns(_task_spec(str(name), kind, columns, num_outputs, where), columns))
+        parsed.append(TaskColumns(_task(str(name), kind, columns, where, num_outputs), columns))
     return parsed
 
 
@@ -154,21 +157,12 @@ def _columns(column: Any, where: str) -> tuple[str, ...]:
                     "holding the label")
 
 
-def _task_spec(name: str, kind: str, columns: tuple[str, ...], num_outputs: int | None, where: str) -> TaskSpec:
-    """Check that the columns fit the kind and work out ``num_outputs`` where the columns fix it."""
+def _task(name: str, kind: str, columns: tuple[str, ...], where: str, num_outputs: int | None) -> Task:
+    """The task of ``kind`` whose label these columns hold (``num_outputs`` worked out where they fix it)."""
     if not columns:
         raise UserError(f"{where}.column is empty; name the column(s) holding the label")
-    if kind in ("multiclass", "binary") and len(columns) != 1:
-        raise UserError(f"{where}: a {kind} task reads one column, got {list(columns)}; use multilabel or "
-                        "regression for several")
-    if kind == "multiclass" and num_outputs is None:
-        raise UserError(f"{where}.num_outputs is missing: give the number of classes (labels are 0..K-1)")
-    if kind in ("multilabel", "regression") and num_outputs not in (None, len(columns)):
-        raise UserError(f"{where}.num_outputs={num_outputs} does not match its {len(columns)} column(s); "
-                        "drop num_outputs or list one column per output")
-    default = 1 if kind == "binary" else len(columns)
     try:
-        return TaskSpec(name, kind, num_outputs if num_outputs is not None else default)  # type: ignore[arg-type]
+        return build_task(task_class(kind, name).spec_from_columns(name, columns, num_outputs))
     except UserError as err:  # e.g. too few classes: say where it was declared
         raise UserError(f"{where}: {err}") from err
 
@@ -184,45 +178,12 @@ def _check_columns(header: list[str], needed: dict[str, str], manifest: Path) ->
 # --- labels --------------------------------------------------------------------------------------------------
 
 
-def _number(cell: str) -> float | None:
-    """A finite number, or None for text, NaN or infinity (which are never valid labels: leave it empty)."""
-    try:
-        value = float(cell)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _class_id(cell: str, classes: int) -> tuple[int | None, str]:
-    """A multiclass cell -> (class id, "") or (None, what is wrong). "2.0" is accepted: pandas writes
-    integer columns with gaps as floats."""
-    value = _number(cell)
-    if value is None or not value.is_integer():
-        return None, f"'{cell}' is not an integer class id"
-    if not 0 <= value < classes:
-        return None, f"class id {cell} is out of range 0..{classes - 1}"
-    return int(value), ""
-
-
-def _value(kind: str, cell: str) -> tuple[float | None, str]:
-    """A binary / multilabel / regression cell -> (value, "") or (None, what is wrong)."""
-    if kind == "regression":
-        value = _number(cell)
-        if value is not None and abs(value) > FLOAT32_MAX:
-            return None, f"'{cell}' is too large for a float32 target (|value| <= {FLOAT32_MAX:.3g})"
-        return value, "" if value is not None else f"'{cell}' is not a finite number"
-    if cell.lower() in ("true", "false"):
-        return float(cell.lower() == "true"), ""
-    value = _number(cell)
-    return (value, "") if value in (0.0, 1.0) else (None, f"'{cell}' is not 0 or 1")
-
-
 def _label(task: TaskColumns, row: Row, manifest: Path) -> list[float]:
     """One row's label for one task: its values, or the missing marker when every cell is empty."""
     cells = [row.cells[c] for c in task.columns]
-    kind, missing = task.spec.kind, [not c for c in cells]
+    missing = [not c for c in cells]
     if all(missing):
-        return [-1.0] if kind == "multiclass" else [math.nan] * len(cells)
+        return task.task.missing_row(len(cells))
     if any(missing):
         empty = [c for c, m in zip(task.columns, missing, strict=True) if m]
         raise UserError(f"{_at(manifest, row, empty[0])}: task '{task.spec.name}' has empty and filled cells "
@@ -230,14 +191,10 @@ def _label(task: TaskColumns, row: Row, manifest: Path) -> list[float]:
                         "or missing as a whole; declare separate tasks for labels that go missing independently)")
     values = []
     for column, cell in zip(task.columns, cells, strict=True):
-        if kind == "multiclass":
-            value, problem = _class_id(cell, task.spec.num_outputs)
-            fix = f"use an integer 0..{task.spec.num_outputs - 1} or leave the cell empty for a missing label"
-        else:
-            value, problem = _value(kind, cell)
-            fix = "leave the cell empty for a missing label"
+        value, problem = task.task.parse_text(cell)
         if value is None:
-            raise UserError(f"{_at(manifest, row, column)} (task '{task.spec.name}', {kind}): {problem}; {fix}")
+            raise UserError(f"{_at(manifest, row, column)} (task '{task.spec.name}', {task.spec.kind}): {problem}; "
+                            f"{task.task.text_fix}")
         values.append(float(value))
     return values
 
@@ -248,7 +205,7 @@ def _targets(tasks: list[TaskColumns], rows: list[Row], manifest: Path) -> dict[
     for task in tasks:
         values = torch.tensor([_label(task, row, manifest) for row in rows], dtype=torch.float64)
         values = values.reshape(len(rows), len(task.columns))
-        targets[task.spec.name] = values[:, 0].long() if task.spec.kind == "multiclass" else values.float()
+        targets[task.spec.name] = task.task.target_tensor(values)
     return targets
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -20,6 +21,16 @@ from mtlssl.errors import UserError
 from mtlssl.tasks.spec import TaskSpec
 
 Scores = dict[str, float]
+FLOAT32_MAX = torch.finfo(torch.float32).max  # targets are float32: a larger value would become inf
+
+
+def parse_number(text: str) -> float | None:
+    """A finite number, or None for text, NaN or infinity (which are never valid labels: leave it empty)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 class Task(ABC):
@@ -91,6 +102,39 @@ class Task(ABC):
     def class_labels(self, target: Tensor) -> Tensor:
         """Single-label targets as class ids, -1 where missing (for kNN and linear probes)."""
         raise ValueError(f"task '{self.name}' ({self.kind}) has no single class label")
+
+    # --- labels written as text, one column per output entry (e.g. a CSV manifest's cells) ---------------------
+
+    one_column: ClassVar[bool] = False  # a single-label kind reads exactly one column
+
+    @classmethod
+    def spec_from_columns(cls, name: str, columns: Sequence[str], num_outputs: int | None) -> TaskSpec:
+        """The spec of a task whose label is written in ``columns``, one per output; ``num_outputs`` as declared
+        (None: what the columns say). A problem is a UserError for the caller to place."""
+        if cls.one_column and len(columns) != 1:
+            raise UserError(f"a {cls.kind} task reads one column, got {list(columns)}; use multilabel or "
+                            "regression for several")
+        if num_outputs not in (None, len(columns)):
+            raise UserError(f"num_outputs={num_outputs} does not match its {len(columns)} column(s); drop "
+                            "num_outputs or list one column per output")
+        return TaskSpec(name, cls.kind, len(columns))
+
+    def parse_text(self, text: str) -> tuple[float | None, str]:
+        """One filled cell -> (value, "") or (None, what is wrong with it)."""
+        value = parse_number(text)
+        return (value, "") if value is not None else (None, f"'{text}' is not a finite number")
+
+    @property
+    def text_fix(self) -> str:
+        return "leave the cell empty for a missing label"
+
+    def missing_row(self, width: int) -> list[float]:
+        """The values that mark a missing label, for a label written in ``width`` columns."""
+        return [math.nan] * width
+
+    def target_tensor(self, values: Tensor) -> Tensor:
+        """Parsed values [N, width] (float64) -> the target tensor batches carry."""
+        return values.float()
 
     def metrics(self) -> TaskMetrics:
         """A fresh accumulator of this task's metrics (and mean loss) over a split."""

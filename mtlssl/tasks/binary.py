@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from mtlssl.errors import UserError
-from mtlssl.tasks.base import Scores, Task
+from mtlssl.tasks.base import Scores, Task, parse_number
 from mtlssl.tasks.spec import TaskSpec
 
 
@@ -19,6 +20,14 @@ def label_probabilities(output: Tensor) -> Tensor:
     """Sigmoids in float64: in float32 every logit above ~17 becomes exactly 1.0, so confident scores would tie
     and AUROC would lose their ranking."""
     return output.double().sigmoid()
+
+
+def parse_yes_no(text: str) -> tuple[float | None, str]:
+    """A 0/1 cell (or true/false) -> (value, "") or (None, what is wrong)."""
+    if text.lower() in ("true", "false"):
+        return float(text.lower() == "true"), ""
+    value = parse_number(text)
+    return (value, "") if value in (0.0, 1.0) else (None, f"'{text}' is not 0 or 1")
 
 
 class ClassCounts(Metric):
@@ -43,10 +52,21 @@ class Binary(Task):
     kind = "binary"
     directions = {"accuracy": True, "auroc": True}
 
+    one_column = True
+
     @classmethod
     def check_spec(cls, spec: TaskSpec) -> None:
         if spec.num_outputs != 1:
             raise UserError(f"task '{spec.name}': a binary task has num_outputs=1 (use multilabel for more)")
+
+    @classmethod
+    def spec_from_columns(cls, name: str, columns: Sequence[str], num_outputs: int | None) -> TaskSpec:
+        if len(columns) != 1:
+            return super().spec_from_columns(name, columns, num_outputs)  # one column: its message
+        return TaskSpec(name, cls.kind, 1 if num_outputs is None else num_outputs)
+
+    def parse_text(self, text: str) -> tuple[float | None, str]:
+        return parse_yes_no(text)
 
     def valid(self, target: Tensor) -> Tensor:
         return ~torch.isnan(target.reshape(target.shape[0], -1)).any(dim=1)

@@ -11,7 +11,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import BinaryAUROC, MultilabelAccuracy
 
 from mtlssl.tasks.base import Scores, Task
-from mtlssl.tasks.binary import ClassCounts, label_probabilities
+from mtlssl.tasks.binary import ClassCounts, label_probabilities, parse_yes_no
 
 
 class Multilabel(Task):
@@ -24,6 +24,9 @@ class Multilabel(Task):
 
     kind = "multilabel"
     directions = {"accuracy": True, "auroc": True}
+
+    def parse_text(self, text: str) -> tuple[float | None, str]:
+        return parse_yes_no(text)
 
     def valid(self, target: Tensor) -> Tensor:
         return ~torch.isnan(target.reshape(target.shape[0], -1)).any(dim=1)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric
 
-from mtlssl.tasks.base import Task
+from mtlssl.tasks.base import FLOAT32_MAX, Task
 
 
 class Regression(Task):
@@ -16,6 +16,12 @@ class Regression(Task):
 
     kind = "regression"
     directions = {"mae": False, "rmse": False}
+
+    def parse_text(self, text: str) -> tuple[float | None, str]:
+        value, problem = super().parse_text(text)
+        if value is not None and abs(value) > FLOAT32_MAX:
+            return None, f"'{text}' is too large for a float32 target (|value| <= {FLOAT32_MAX:.3g})"
+        return value, problem
 
     def valid(self, target: Tensor) -> Tensor:
         return ~torch.isnan(target.reshape(target.shape[0], -1)).any(dim=1)

@@ -21,6 +21,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mtlssl.errors import UserError
+from mtlssl.models.backbones.base import Backbone
 from mtlssl.tasks import TaskSpec
 
 
@@ -31,6 +32,11 @@ class MTLOutput:
 
 
 class MultiTaskArchitecture(nn.Module, ABC):
+    """``backbone`` is the shared encoder that ``encoder.init``, the probes and ``mtlssl export`` read and write (an
+    architecture without one shared backbone does not support those)."""
+
+    backbone: Backbone
+
     def __init__(self, tasks: Sequence[TaskSpec]) -> None:
         super().__init__()
         self.tasks: list[TaskSpec] = []
