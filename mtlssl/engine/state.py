@@ -95,8 +95,10 @@ class TrainState:
         write_checkpoint(self.checkpoint(metrics, full), path)
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        """Continue from a full checkpoint (``last.pt``) of the same run: every state and counter."""
-        self.model.load_state_dict(ckpt["model"]["state"])
+        """Continue from a full checkpoint (``last.pt``) of the same run: every state and counter. The model must
+        be the one the run was trained with (settings that change no weight shape, e.g. a stride, included)."""
+        self.model.load_state_dict(ckpt["model"]["state"])  # first: a weight of another shape has its own message
+        check_same_model(ckpt, self.model.spec())
         for name, module in self.extras.items():
             module.load_state_dict(ckpt["extras"][name])
         train = ckpt["train"]
@@ -143,6 +145,22 @@ def read_checkpoint(path: str | Path, what: str, kinds: tuple[str, ...] = KINDS)
         ckpt = upgrade_v1(ckpt)
     ckpt["path"] = str(p)
     return ckpt
+
+
+def _architecture(spec: dict[str, Any]) -> dict[str, Any]:
+    """What decides a model's computation (the normalisation does not: it may follow the data's statistics)."""
+    return {**spec, "backbone": backbone_architecture(spec["backbone"])}
+
+
+def check_same_model(ckpt: dict[str, Any], spec: dict[str, Any]) -> None:
+    """Refuse to continue a run with another model than the one its checkpoint holds."""
+    saved, wanted = _architecture(ckpt["model"]["spec"]), _architecture(spec)
+    if saved != wanted:
+        parts = [k for k in saved if saved[k] != wanted.get(k)]
+        detail = "; ".join(f"{k}: {saved[k]} there, {wanted.get(k)} here" for k in parts)
+        raise UserError(f"'{ckpt['path']}' holds another model than this launch builds ({detail}); relaunch with the "
+                        "settings it was trained with (that run's resolved_config.yaml: encoder, arch, heads, tasks), "
+                        "or use a new hydra.run.dir")
 
 
 def rebuild_model(ckpt: dict[str, Any]) -> MultiTaskArchitecture:
@@ -209,6 +227,9 @@ def upgrade_v1(ckpt: dict[str, Any]) -> dict[str, Any]:
     """A format-1 checkpoint as a format-2 one: the same weights and states under today's names."""
     config = _v1_targets(ckpt.get("config") or {})
     backbone = _v1_targets(ckpt["encoder"]["arch"])
+    if backbone.get("_target_") == "mtlssl.models.backbones.small_cnn.small_cnn":  # format 1's only stem
+        backbone.setdefault("stem_stride", 1)
+        config.get("encoder", {}).get("arch", {}).setdefault("stem_stride", 1)
     key = V1_BACKBONE_KEYS.get(backbone.get("_target_"))
     if key is None:
         raise UserError(f"checkpoint of format 1 with an unknown encoder {backbone.get('_target_')}; it cannot be read")

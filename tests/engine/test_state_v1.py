@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from mtlssl.engine.state import FORMAT_VERSION, read_checkpoint, rebuild_model
+from mtlssl.errors import UserError
 from mtlssl.stages import evaluate, train_mtl
 from tests.conftest import tiny
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "v1"
-FP32 = "precision=32"  # as the fixtures were made
+AS_MADE = ("precision=32", "encoder.arch.stem_stride=1")  # format 1's small_cnn kept full resolution in block 1
 
 
 def recorded(name: str) -> dict:
@@ -58,14 +59,14 @@ def test_a_format_1_checkpoint_is_upgraded_with_the_same_weights_under_todays_na
 
 
 def test_eval_of_a_format_1_checkpoint_reproduces_its_recorded_test_scores(tmp_path: Path) -> None:
-    metrics = evaluate.run(tiny("eval", f"ckpt={FIXTURES / 'mtl'}", FP32), tmp_path)
+    metrics = evaluate.run(tiny("eval", f"ckpt={FIXTURES / 'mtl'}", "precision=32"), tmp_path)
     assert scores(metrics, "test/") == pytest.approx(scores(recorded("mtl"), "test/"), rel=1e-5, abs=1e-6)
-    probed = evaluate.run(tiny("eval", f"ckpt={FIXTURES / 'pretrain'}", FP32), tmp_path / "probe")
+    probed = evaluate.run(tiny("eval", f"ckpt={FIXTURES / 'pretrain'}", "precision=32"), tmp_path / "probe")
     assert 0.0 <= probed["test/shape/linear_probe"] <= 1.0 and 0.0 <= probed["test/shape/knn"] <= 1.0
 
 
 def test_encoder_init_from_a_format_1_pretrain_checkpoint_trains_as_it_did(tmp_path: Path) -> None:
-    train_mtl.run(tiny("train_mtl", f"encoder.init={FIXTURES / 'pretrain'}", FP32), tmp_path)
+    train_mtl.run(tiny("train_mtl", f"encoder.init={FIXTURES / 'pretrain'}", *AS_MADE), tmp_path)
     same_run(json.loads((tmp_path / "metrics.json").read_text()), recorded("mtl_from_pretrain.metrics.json"))
 
 
@@ -76,5 +77,16 @@ def test_resume_from_a_format_1_last_checkpoint_continues_as_it_would_have(fixtu
     shutil.copytree(FIXTURES / fixture, run_dir)
     epochs, expected = ("trainer.epochs=2", "mtl_2_epochs.metrics.json") if fixture == "mtl" else \
         ("trainer.epochs=1", "mtl/metrics.json")
-    train_mtl.run(tiny("train_mtl", epochs, "weighting=uncertainty", FP32), run_dir)
+    train_mtl.run(tiny("train_mtl", epochs, "weighting=uncertainty", *AS_MADE), run_dir)
     same_run(json.loads((run_dir / "metrics.json").read_text()), json.loads((FIXTURES / expected).read_text()))
+
+
+def test_format_1_runs_refuse_todays_default_stride_by_name(tmp_path: Path) -> None:
+    """The default small_cnn now halves the resolution in its first block; format 1's weights were trained at
+    full resolution. The same weight shapes must not make that a silent change."""
+    with pytest.raises(UserError, match="encoder mismatch: .*'stem_stride': 1.* 'stem_stride': 2"):
+        train_mtl.run(tiny("train_mtl", f"encoder.init={FIXTURES / 'pretrain'}", "precision=32"), tmp_path / "init")
+    run_dir = tmp_path / "run"
+    shutil.copytree(FIXTURES / "mtl", run_dir)
+    with pytest.raises(UserError, match="holds another model than this launch builds .*stem_stride"):
+        train_mtl.run(tiny("train_mtl", "trainer.epochs=2", "weighting=uncertainty", "precision=32"), run_dir)

@@ -16,14 +16,15 @@ def _conv_bn_relu(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
 
 
 class SmallCNN(Backbone):
-    """``depth`` conv-BN-ReLU stages; the first keeps the resolution, each later one halves it and doubles the
-    channels (width, 2*width, 4*width, ...)."""
+    """``depth`` conv-BN-ReLU stages; the first has stride ``stem_stride`` (1 keeps the resolution), each later one
+    halves it and doubles the channels (width, 2*width, 4*width, ...)."""
 
-    def __init__(self, width: int, depth: int, in_channels: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, width: int, depth: int, in_channels: int, mean: Sequence[float], std: Sequence[float],
+                 stem_stride: int = 1) -> None:
         channels = [width * 2**i for i in range(depth)]
-        super().__init__(mean, std, stage_channels=channels, stage_strides=[2**i for i in range(depth)])
+        super().__init__(mean, std, stage_channels=channels, stage_strides=[stem_stride * 2**i for i in range(depth)])
         inputs = [in_channels, *channels[:-1]]
-        self.blocks = nn.ModuleList(_conv_bn_relu(c_in, c_out, stride=1 if i == 0 else 2)
+        self.blocks = nn.ModuleList(_conv_bn_relu(c_in, c_out, stride=stem_stride if i == 0 else 2)
                                     for i, (c_in, c_out) in enumerate(zip(inputs, channels, strict=True)))
 
     def stages(self, x: Tensor) -> list[Tensor]:
@@ -40,10 +41,12 @@ def small_cnn(
     in_channels: int = 3,
     mean: Sequence[float] = (0.5, 0.5, 0.5),
     std: Sequence[float] = (0.25, 0.25, 0.25),
+    stem_stride: int = 1,
 ) -> SmallCNN:
-    if width < 1 or depth < 1:
-        raise UserError(f"small_cnn needs width >= 1 and depth >= 1 (got width={width}, depth={depth})")
-    return SmallCNN(width, depth, in_channels, mean, std)
+    if width < 1 or depth < 1 or stem_stride < 1:
+        raise UserError(f"small_cnn needs width, depth and stem_stride >= 1 (got width={width}, depth={depth}, "
+                        f"stem_stride={stem_stride})")
+    return SmallCNN(width, depth, in_channels, mean, std, stem_stride)
 
 
 def v1_key(key: str) -> str:
