@@ -69,9 +69,10 @@ class Task(ABC):
         if spec.num_outputs < cls.min_outputs:
             raise UserError(f"task '{spec.name}': num_outputs={spec.num_outputs} is too small for {spec.kind}")
 
-    @abstractmethod
     def valid(self, target: Tensor) -> Tensor:
-        """Boolean mask [B] of the items whose label for this task is present."""
+        """Boolean mask [B] of the items whose label for this task is present: by default, none of its entries
+        is NaN (the marker of every kind with float targets)."""
+        return ~torch.isnan(target.reshape(target.shape[0], -1)).any(dim=1)
 
     @abstractmethod
     def _loss(self, output: Tensor, target: Tensor, reduction: str) -> Tensor:

@@ -46,7 +46,20 @@ class ClassCounts(Metric):
         return (self.positives > 0) & (self.negatives > 0)
 
 
-class Binary(Task):
+class YesNoLabels(Task):
+    """What binary and multilabel tasks share: 0/1 targets, one logit per label, binary cross-entropy."""
+
+    def parse_text(self, text: str) -> tuple[float | None, str]:
+        return parse_yes_no(text)
+
+    def _loss(self, output: Tensor, target: Tensor, reduction: str) -> Tensor:
+        return F.binary_cross_entropy_with_logits(output, target.reshape(output.shape).float(), reduction=reduction)
+
+    def predict(self, output: Tensor) -> Tensor:
+        return output.float().sigmoid()
+
+
+class Binary(YesNoLabels):
     """Targets are 0/1 [B] or [B, 1] (``NaN`` marks a missing label)."""
 
     kind = "binary"
@@ -64,18 +77,6 @@ class Binary(Task):
         if len(columns) != 1:
             return super().spec_from_columns(name, columns, num_outputs)  # one column: its message
         return TaskSpec(name, cls.kind, 1 if num_outputs is None else num_outputs)
-
-    def parse_text(self, text: str) -> tuple[float | None, str]:
-        return parse_yes_no(text)
-
-    def valid(self, target: Tensor) -> Tensor:
-        return ~torch.isnan(target.reshape(target.shape[0], -1)).any(dim=1)
-
-    def _loss(self, output: Tensor, target: Tensor, reduction: str) -> Tensor:
-        return F.binary_cross_entropy_with_logits(output, target.reshape(output.shape).float(), reduction=reduction)
-
-    def predict(self, output: Tensor) -> Tensor:
-        return output.float().sigmoid()
 
     @property
     def num_classes(self) -> int:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.classification import BinaryAUROC, MultilabelAccuracy
 
-from mtlssl.tasks.base import Scores, Task
-from mtlssl.tasks.binary import ClassCounts, label_probabilities, parse_yes_no
+from mtlssl.tasks.base import Scores
+from mtlssl.tasks.binary import ClassCounts, YesNoLabels, label_probabilities
 
 
-class Multilabel(Task):
+class Multilabel(YesNoLabels):
     """Targets are 0/1 [B, L]; an item with any label ``NaN`` is missing as a whole.
 
     ``accuracy`` is the mean over all labels of all items (sigmoid > 0.5); ``auroc`` the mean over the labels
@@ -24,18 +22,6 @@ class Multilabel(Task):
 
     kind = "multilabel"
     directions = {"accuracy": True, "auroc": True}
-
-    def parse_text(self, text: str) -> tuple[float | None, str]:
-        return parse_yes_no(text)
-
-    def valid(self, target: Tensor) -> Tensor:
-        return ~torch.isnan(target.reshape(target.shape[0], -1)).any(dim=1)
-
-    def _loss(self, output: Tensor, target: Tensor, reduction: str) -> Tensor:
-        return F.binary_cross_entropy_with_logits(output, target.reshape(output.shape).float(), reduction=reduction)
-
-    def predict(self, output: Tensor) -> Tensor:
-        return output.float().sigmoid()
 
     def _scorers(self) -> dict[str, Metric]:
         # micro accuracy = correct entries / all entries: every label has the same item count, so it is also

@@ -23,9 +23,6 @@ class Regression(Task):
             return None, f"'{text}' is too large for a float32 target (|value| <= {FLOAT32_MAX:.3g})"
         return value, problem
 
-    def valid(self, target: Tensor) -> Tensor:
-        return ~torch.isnan(target.reshape(target.shape[0], -1)).any(dim=1)
-
     def _loss(self, output: Tensor, target: Tensor, reduction: str) -> Tensor:
         return F.mse_loss(output, target.reshape(output.shape).float(), reduction=reduction)
 

@@ -29,7 +29,7 @@ def test_record_writes_the_commit_versions_and_command_line(tmp_path: Path) -> N
     assert isinstance(content["dirty"], bool) if content["commit"] else content["dirty"] is None
     versions = content["versions"]
     assert {"mtlssl", "torch", "torchvision", "python", "hydra-core", "torchmetrics", "safetensors"} <= set(versions)
-    assert torch.__version__.startswith(versions["torch"])
+    assert versions["torch"] and torch.__version__.startswith(versions["torch"])
     assert content["argv"] and content["cwd"] and content["hostname"]
     device = content["accelerator"]  # on this CPU-only test machine: no GPU, and the CPU's vector extensions
     assert device["cuda"] == torch.version.cuda and device["gpus"] == [] and device["cpu_capability"].lower() in (

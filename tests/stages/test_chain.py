@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtlssl.engine.state import read_checkpoint
+from mtlssl.engine.state import FORMAT_VERSION, read_checkpoint
 from mtlssl.errors import UserError
 from mtlssl.stages import evaluate, pipeline, pretrain, train_mtl
 from tests.conftest import tiny
@@ -18,6 +18,9 @@ def read_metrics(run_dir: Path) -> dict:
 
 def test_pretrain_writes_a_resumable_checkpoint_and_reports(pretrained_run: Path) -> None:
     ckpt = read_checkpoint(pretrained_run, "test", kinds=("pretrain",))
+    # the writer stamps the format (read raw: read_checkpoint would upgrade an unstamped file as format 1)
+    raw = torch.load(pretrained_run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert raw["format_version"] == FORMAT_VERSION == 2 and raw["kind"] == "pretrain"
     assert ckpt["epoch"] == 1 and {"optimizer", "scheduler", "rng"} <= ckpt["train"].keys() and "ssl" in ckpt["extras"]
     metrics = read_metrics(pretrained_run)
     assert metrics["stage"] == "pretrain" and [h["epoch"] for h in metrics["history"]] == [0, 1]
