@@ -66,7 +66,8 @@ def instantiate(node: DictConfig, where: str, allowed: tuple[str, ...] = (), **k
     """``hydra.utils.instantiate`` for trusted targets only; ``where`` names the config key in errors."""
     _check_targets(node, where, tuple(allowed))
     try:
-        return hydra.utils.instantiate(node, **kwargs)
+        # plain containers, not OmegaConf ones: what is built (an optimizer's betas) ends up in checkpoints
+        return hydra.utils.instantiate(node, _convert_="all", **kwargs)
     except hydra.errors.InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, UserError):

@@ -130,4 +130,7 @@ def refuse_unfit_states(module: nn.Module, what: str, fix: str) -> None:
         if problem:
             raise UserError(f"{what} in the checkpoint do not fit this model ({problem}); {fix}")
 
-    module.register_load_state_dict_pre_hook(check)
+    if hasattr(module, "register_load_state_dict_pre_hook"):
+        module.register_load_state_dict_pre_hook(check)
+    else:  # torch < 2.5 has the same hook under its former, private name
+        module._register_load_state_dict_pre_hook(check, with_module=True)
