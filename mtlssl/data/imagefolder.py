@@ -113,8 +113,11 @@ def decode_files(paths: Sequence[Path], size: int, channels: int, center_crop: b
         raise UserError(f"data.num_workers={num_workers} must be >= 0 (0 decodes in the main process)")
     if not paths:
         return torch.zeros((0, channels, size, size), dtype=torch.uint8)
+    # Every DataLoader iterator draws a base seed for its workers, from the global generator unless given one.
+    # Decoding is not random, but that draw happens only when images are decoded (a cold cache), and it would
+    # shift the model's initial weights: give it a generator of its own.
     loader = DataLoader(ImageFiles(paths, size, channels, center_crop), batch_size=batch_size,
-                        num_workers=num_workers)
+                        num_workers=num_workers, generator=torch.Generator().manual_seed(0))
     chunks, start = [], 0
     for images, errors in loader:
         for offset, error in enumerate(errors):
