@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from mtlssl.data.cache import cached, resolve_cache
+from mtlssl.data.cache import cached, resolve_cache, uint8_images
 from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.data.sources import holdout, labels_tensor, resize_uint8, subsample
 from mtlssl.errors import UserError
@@ -139,7 +139,7 @@ def load_images(name: str, paths: Sequence[Path], *, size: int, channels: int, c
            "size": size, "channels": channels, "center_crop": center_crop}
     log.info("data '%s': %d image files at %dx%d", name, len(paths), size, size)
     return cached(key, lambda: decode_files(paths, size, channels, center_crop, num_workers, where),
-                  resolve_cache(cache_dir))
+                  resolve_cache(cache_dir), uint8_images)
 
 
 def holdout_count(n: int | None, pool: int) -> int:
