@@ -214,7 +214,8 @@ class FolderWalk:
             raise UserError(f"imagefolder: folder '{folder}' cannot be read ({err}); fix its permissions or "
                             "remove it") from err
         if first != folder:
-            raise UserError(f"imagefolder: '{folder}' leads to '{first}', a folder already read (a symlink loop, "
+            # Whichever was walked first, one of the two paths goes through a symlink: name both.
+            raise UserError(f"imagefolder: '{folder}' and '{first}' are one folder, reached twice (a symlink loop, "
                             "or two links to one folder): its images would be read twice, under two classes or "
                             "in two splits. Remove the link, or replace it by the files it should add")
 
