@@ -22,7 +22,14 @@ from torch import Tensor
 from torchvision.datasets import CelebA
 
 from mtlssl.data.image_set import Dataset, ImageSet
-from mtlssl.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, check_pixels, finish_splits, load_images
+from mtlssl.data.imagefolder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_distinct_files,
+    check_pixels,
+    finish_splits,
+    load_images,
+)
 from mtlssl.data.sources import data_root, open_torchvision, subsample
 from mtlssl.errors import UserError
 from mtlssl.tasks import TaskSpec
@@ -62,16 +69,20 @@ def _columns(names: list[str], attributes: Sequence[str] | None) -> list[int]:
     return [names.index(a) for a in attributes]
 
 
-def _split(ds: CelebA, split: str, columns: list[int], names: list[str], n: int | None, seed: int,
-           decode: Callable[..., Tensor]) -> ImageSet:
-    """Up to ``n`` images of one split (drawn by ``seed`` before decoding: only those are decoded), with one
-    float {0, 1} target [N, 1] per chosen attribute."""
+def _chosen(ds: CelebA, split: str, n: int | None, seed: int) -> tuple[Tensor, list[Path]]:
+    """The indices and image paths of up to ``n`` images of one split, drawn by ``seed`` (only those are
+    decoded)."""
     if n is not None and n < 0:
         raise UserError(f"celeba: the {split} split size must be >= 0 (or null for all), got {n}")
-    attr = ds.attr[:, columns].float()
     keep, _ = subsample(torch.arange(len(ds.filename)), {}, n, seed)
     folder = Path(ds.root) / ds.base_folder / "img_align_celeba"
-    paths = [folder / ds.filename[i] for i in keep.tolist()]
+    return keep, [folder / ds.filename[i] for i in keep.tolist()]
+
+
+def _split(ds: CelebA, split: str, keep: Tensor, paths: list[Path], columns: list[int], names: list[str],
+           decode: Callable[..., Tensor]) -> ImageSet:
+    """The chosen images of one split, with one float {0, 1} target [N, 1] per chosen attribute."""
+    attr = ds.attr[:, columns].float()
     images = decode(paths, where=lambda i: f"celeba split '{split}'")
     return ImageSet(images, {names[c]: attr[keep, j : j + 1] for j, c in enumerate(columns)})
 
@@ -104,13 +115,17 @@ def celeba(
     decode = partial(load_images, "celeba", size=size, channels=channels, center_crop=center_crop,
                      num_workers=num_workers, cache_dir=cache_dir)
     counts = {"train": n_unlabeled, "val": n_val, "test": n_test}
+    opened = {split: _open(folder, official, download) for split, official in OFFICIAL_SPLITS.items()}
+    chosen = {split: _chosen(ds, split, counts[split], seed) for split, ds in opened.items()}
+    # The partition file lists each image once; a file named twice, or linked into another split, is refused.
+    every = [(path, split) for split, (_, paths) in chosen.items() for path in paths]
+    check_distinct_files([p for p, _ in every], lambda i: f"celeba split '{every[i][1]}'")
     splits: dict[str, ImageSet] = {}
     names: list[str] = []
     columns: list[int] = []
-    for split, official in OFFICIAL_SPLITS.items():
-        ds = _open(folder, official, download)
+    for split, ds in opened.items():
         names = attribute_names(ds)
         columns = columns or _columns(names, list(attributes) if attributes else None)
-        splits[split] = _split(ds, split, columns, names, counts[split], seed, decode)
+        splits[split] = _split(ds, split, *chosen[split], columns, names, decode)
     tasks = [TaskSpec(names[c], "binary", 1) for c in columns]
     return Dataset("celeba", tasks, finish_splits(splits, n_train, seed + 1), tuple(mean), tuple(std))

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torchvision import datasets
 
-from mtlssl.data.cache import cached, resolve_cache
+from mtlssl.data.cache import cached, images_and_targets, resolve_cache
 from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.data.sources import (
     data_root,
@@ -71,7 +71,7 @@ def decode_split(name: str, split: str, root: Path, size: int | None, cache_dir:
         images, targets = load()
         return resize_uint8(images, size), targets
 
-    return cached(full_key, build, cache_dir)
+    return cached(full_key, build, cache_dir, images_and_targets)
 
 
 def assemble(name: str, tasks: Sequence[TaskSpec], train: Split, test: Split, *, n_val: int, n_train: int | None,

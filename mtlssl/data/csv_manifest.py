@@ -35,6 +35,7 @@ from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.data.imagefolder import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    check_distinct_files,
     check_pixels,
     finish_splits,
     load_images,
@@ -311,6 +312,7 @@ def csv(
 
     base = _expand(root) if root else path.parent
     paths = _image_paths(rows, image_column, base, path)
+    check_distinct_files(paths, lambda i: _at(path, rows[i], image_column))
     images = load_images("csv", paths, size=size, channels=channels, center_crop=center_crop,
                          num_workers=num_workers, cache_dir=cache_dir,
                          where=lambda i: _at(path, rows[i], image_column))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,9 +25,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
-from mtlssl.data.cache import cached, resolve_cache
+from mtlssl.data.cache import cached, resolve_cache, uint8_images
 from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.data.sources import holdout, labels_tensor, resize_uint8, subsample
 from mtlssl.errors import UserError
@@ -90,6 +91,31 @@ class ImageFiles(TorchDataset):
             return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8), f"{type(err).__name__}: {err}"
 
 
+FileId = tuple[int, int] | str  # (st_dev, st_ino), or the real path where a file system has no inode numbers
+
+
+def file_id(path: Path) -> FileId:
+    """What makes two paths the same file or folder: its device and inode (a symlink or hard link shares them)."""
+    st = path.stat()  # follows symlinks
+    return (st.st_dev, st.st_ino) if st.st_ino else os.path.realpath(path)
+
+
+def check_distinct_files(paths: Sequence[Path], where: Where) -> None:
+    """Each image file once: two entries that are the same file (the same path written twice, a symlink or a
+    hard link to it) would count an image twice, or leak it from one split into another (e.g. test into train).
+    A missing file is left to ``files_digest``, which names where it is listed."""
+    first: dict[FileId, int] = {}
+    for i, path in enumerate(paths):
+        try:
+            j = first.setdefault(file_id(path), i)
+        except OSError:
+            continue
+        if j != i:
+            raise UserError(f"{where(i)}: image file '{path}' is the same file as '{paths[j]}' ({where(j)}); list "
+                            "each image once (a symlink or hard link counts as the same file): an image in two "
+                            "splits leaks from one into the other, and one listed twice counts twice")
+
+
 def files_digest(paths: Sequence[Path], where: Where) -> str:
     """A hash of the file list with each file's size and modification time (a replaced file is re-decoded);
     a missing file is an error naming where it was listed."""
@@ -113,8 +139,11 @@ def decode_files(paths: Sequence[Path], size: int, channels: int, center_crop: b
         raise UserError(f"data.num_workers={num_workers} must be >= 0 (0 decodes in the main process)")
     if not paths:
         return torch.zeros((0, channels, size, size), dtype=torch.uint8)
+    # Every DataLoader iterator draws a base seed for its workers, from the global generator unless given one.
+    # Decoding is not random, but that draw happens only when images are decoded (a cold cache), and it would
+    # shift the model's initial weights: give it a generator of its own.
     loader = DataLoader(ImageFiles(paths, size, channels, center_crop), batch_size=batch_size,
-                        num_workers=num_workers)
+                        num_workers=num_workers, generator=torch.Generator().manual_seed(0))
     chunks, start = [], 0
     for images, errors in loader:
         for offset, error in enumerate(errors):
@@ -136,7 +165,7 @@ def load_images(name: str, paths: Sequence[Path], *, size: int, channels: int, c
            "size": size, "channels": channels, "center_crop": center_crop}
     log.info("data '%s': %d image files at %dx%d", name, len(paths), size, size)
     return cached(key, lambda: decode_files(paths, size, channels, center_crop, num_workers, where),
-                  resolve_cache(cache_dir))
+                  resolve_cache(cache_dir), uint8_images)
 
 
 def holdout_count(n: int | None, pool: int) -> int:
@@ -168,23 +197,85 @@ def finish_splits(splits: dict[str, ImageSet], n_train: int | None, seed: int,
 # --- the imagefolder builder ------------------------------------------------------------------------------
 
 
-def _folder_items(folder: Path, class_to_idx: dict[str, int] | None) -> tuple[list[Path], Tensor, dict[str, int]]:
+class FolderWalk:
+    """The folders one imagefolder build has read. Symlinked folders are followed (a dataset assembled from
+    links is common), but a folder reached a second time is refused: through a symlink loop it would be read
+    again and again (24 images became 984), and through a second link its images would count twice, under two
+    classes (mislabelled) or in two splits (leaked). Refused rather than skipped: which of the two places an
+    image belongs to is the user's call, not the walk order's."""
+
+    def __init__(self) -> None:
+        self.read: dict[FileId, Path] = {}
+
+    def enter(self, folder: Path) -> None:
+        try:
+            first = self.read.setdefault(file_id(folder), folder)
+        except OSError as err:
+            raise UserError(f"imagefolder: folder '{folder}' cannot be read ({err}); fix its permissions or "
+                            "remove it") from err
+        if first != folder:
+            # Whichever was walked first, one of the two paths goes through a symlink: name both.
+            raise UserError(f"imagefolder: '{folder}' and '{first}' are one folder, reached twice (a symlink loop, "
+                            "or two links to one folder): its images would be read twice, under two classes or "
+                            "in two splits. Remove the link, or replace it by the files it should add")
+
+    def entries(self, folder: Path) -> list[os.DirEntry[str]]:
+        """``folder``'s entries sorted by name, once the folder is entered."""
+        self.enter(folder)
+        try:
+            with os.scandir(folder) as found:
+                return sorted(found, key=lambda e: e.name)
+        except OSError as err:
+            raise UserError(f"imagefolder: folder '{folder}' cannot be read ({err}); fix its permissions or "
+                            "remove it") from err
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """A folder, or a symlink to one (as ``os.walk`` counts them); an entry that cannot be examined is not."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _image_files(top: Path, walk: FolderWalk) -> list[Path]:
+    """Image files under ``top`` in ``torchvision.datasets.ImageFolder``'s order (folders sorted by path, files
+    by name; symlinked folders followed), every folder read once (see ``FolderWalk``)."""
+    listed: list[tuple[str, list[str]]] = []
+    pending = [top]
+    while pending:
+        folder = pending.pop()
+        entries = walk.entries(folder)
+        pending.extend(Path(e.path) for e in entries if _is_dir(e))
+        listed.append((str(folder), [e.name for e in entries
+                                     if not _is_dir(e) and has_file_allowed_extension(e.name, IMG_EXTENSIONS)]))
+    return [Path(folder) / name for folder, names in sorted(listed) for name in names]
+
+
+def _folder_items(folder: Path, class_to_idx: dict[str, int] | None,
+                  walk: FolderWalk) -> tuple[list[Path], Tensor, dict[str, int]]:
     """Image paths and class ids under ``folder/<class>/``; classes from the folder unless given (val/test
     reuse train's classes; a class absent from them is fine, an unknown one is an error)."""
     given = class_to_idx is not None
-    try:
-        found, found_idx = find_classes(str(folder))
-        if class_to_idx is None:
-            class_to_idx = found_idx
-        unknown = sorted(set(found) - set(class_to_idx))
-        if unknown:
-            raise UserError(f"imagefolder: class folder(s) {unknown} in '{folder}' are not among the training "
-                            f"classes {sorted(class_to_idx)}; rename or remove them")
-        items = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=given)
-    except FileNotFoundError as err:
-        raise UserError(f"imagefolder: {err} (in '{folder}'); expected image files ({', '.join(IMG_EXTENSIONS)}) "
-                        "in one sub-folder per class") from err
-    return [Path(p) for p, _ in items], labels_tensor([c for _, c in items]), class_to_idx
+    found = [e.name for e in walk.entries(folder) if _is_dir(e)]
+    hint = f"expected image files ({', '.join(IMG_EXTENSIONS)}) in one sub-folder per class"
+    if not found:
+        raise UserError(f"imagefolder: no class folder in '{folder}'; {hint}")
+    if class_to_idx is None:
+        class_to_idx = {name: i for i, name in enumerate(found)}
+    unknown = sorted(set(found) - set(class_to_idx))
+    if unknown:
+        raise UserError(f"imagefolder: class folder(s) {unknown} in '{folder}' are not among the training "
+                        f"classes {sorted(class_to_idx)}; rename or remove them")
+    paths: list[Path] = []
+    labels: list[int] = []
+    for name in found:
+        files = _image_files(folder / name, walk)
+        if not files and not given:
+            raise UserError(f"imagefolder: class folder '{folder / name}' holds no image file; {hint}")
+        paths += files
+        labels += [class_to_idx[name]] * len(files)
+    return paths, labels_tensor(labels), class_to_idx
 
 
 def _layout(root: Path) -> dict[str, Path]:
@@ -219,9 +310,17 @@ def imagefolder(
     check_pixels("imagefolder", channels, mean, std)
     folder = Path(root).expanduser()
     class_to_idx: dict[str, int] | None = None
+    layout = _layout(folder)
+    walk = FolderWalk()
+    walk.enter(folder)  # a link back to the root is a loop too
+    listed: dict[str, tuple[list[Path], Tensor]] = {}
+    for split, path in layout.items():
+        paths, labels, class_to_idx = _folder_items(path, class_to_idx, walk)
+        listed[split] = paths, labels
+    every = [(path, split) for split, (paths, _) in listed.items() for path in paths]
+    check_distinct_files([p for p, _ in every], lambda i: f"imagefolder '{folder}', split '{every[i][1]}'")
     loaded: dict[str, ImageSet] = {}
-    for split, path in _layout(folder).items():
-        paths, labels, class_to_idx = _folder_items(path, class_to_idx)
+    for split, (paths, labels) in listed.items():
         images = load_images("imagefolder", paths, size=size, channels=channels, center_crop=center_crop,
                              num_workers=num_workers, cache_dir=cache_dir,
                              where=lambda i, s=split: f"imagefolder '{folder}', split '{s}'")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from mtlssl.data.cache import cached, resolve_cache
+from mtlssl.data.cache import cached, images_and_labels, resolve_cache
 from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.data.sources import (
     data_root,
@@ -78,7 +78,7 @@ def decode_mnist5k() -> Labelled:
 def load_mnist5k(size: int | None, cache_dir: str | Path | None) -> Labelled:
     """mnist5k at ``size`` (None: native 28), decoded once and cached (parsing the CSV takes a second)."""
     key = {"name": "mnist5k", "version": 1, "size": size}
-    return cached(key, lambda: _resized(decode_mnist5k(), size), cache_dir)
+    return cached(key, lambda: _resized(decode_mnist5k(), size), cache_dir, images_and_labels)
 
 
 def split_mnist5k(data: Labelled, n_test: int, n_val: int, seed: int, task: str = "digit") -> dict[str, ImageSet]:
@@ -103,7 +103,7 @@ def load_torchvision(kind: str, root: Path, download: bool, train: bool, size: i
 
     # The root is in the key: two folders may hold different files (a subset, a fake for tests).
     key = {"name": kind, "version": 1, "train": train, "size": size, "root": str(root.resolve())}
-    return cached(key, build, cache_dir)
+    return cached(key, build, cache_dir, images_and_labels)
 
 
 def torchvision_splits(kind: str, root: str | None, download: bool, n_val: int, seed: int, size: int | None,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from mtlssl.data.cache import cached, resolve_cache
+from mtlssl.data.cache import cached, images_and_targets, resolve_cache
 from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.errors import UserError
 from mtlssl.tasks import TaskSpec
@@ -316,6 +316,7 @@ def shapes(
     for name, n in counts.items():
         split_seed = seed * len(_SPLIT_OFFSETS) + _SPLIT_OFFSETS[name]
         key = {"name": "shapes", "version": 1, "n": n, "seed": split_seed, "size": size}
-        images, targets = cached(key, lambda n=n, s=split_seed: render_shapes(n, s, size), cache)
+        images, targets = cached(key, lambda n=n, s=split_seed: render_shapes(n, s, size), cache,
+                                 images_and_targets)
         splits[name] = ImageSet(images, {} if name == "unlabeled" else targets)
     return Dataset("shapes", list(SHAPES_TASKS), splits, tuple(mean), tuple(std))

@@ -164,6 +164,17 @@ def test_missing_files(tmp_path: Path, root: Path) -> None:
 
 
 @pytest.mark.usefixtures("fake_md5")
+@pytest.mark.parametrize("into", [VAL[0], TEST[0], TRAIN[1]], ids=["val", "test", "train"])
+def test_an_image_linked_into_another_place_is_refused(root: Path, into: int) -> None:
+    faces = root / "celeba" / "img_align_celeba"
+    (faces / filename(into)).unlink()
+    (faces / filename(into)).symlink_to(faces / filename(TRAIN[0]))
+    with pytest.raises(UserError, match="is the same file as") as err:
+        build(root)
+    assert filename(into) in str(err.value) and filename(TRAIN[0]) in str(err.value)
+
+
+@pytest.mark.usefixtures("fake_md5")
 def test_conf_instantiates(root: Path) -> None:
     cfg = OmegaConf.load(config_dir() / "data" / "celeba.yaml")
     data = hydra.utils.instantiate(cfg, root=str(root), size=SIZE, cache_dir=None, attributes=["Smiling", "Young"])

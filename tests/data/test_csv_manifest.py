@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra.utils
@@ -131,11 +133,12 @@ def test_relative_paths_resolve_from_the_manifest_folder(manifest: Path, tmp_pat
 
 
 def test_absolute_paths_and_center_crop(tmp_path: Path) -> None:
-    image = tmp_path / "stripes.png"
     stripes = Image.new("RGB", (30, 10), (255, 0, 0))
     stripes.paste((0, 255, 0), (10, 0, 20, 10))  # the middle third, which the center crop keeps
-    stripes.save(image)
-    rows = [[str(image), s, "1"] for s in ("train", "train", "val", "test")]
+    rows = []
+    for i, split in enumerate(("train", "train", "val", "test")):  # one file per row: a file listed twice is refused
+        stripes.save(tmp_path / f"stripes{i}.png")
+        rows.append([str(tmp_path / f"stripes{i}.png"), split, "1"])
     m = write_manifest(tmp_path / "m.csv", ["image", "split", "t"], rows)
     data = csv(str(m), tasks={"t": {"kind": "binary", "column": "t"}}, size=4, cache_dir=None, num_workers=0)
     assert (data.splits["train"].images[0] == torch.tensor([0, 255, 0]).view(3, 1, 1)).all()
@@ -290,6 +293,42 @@ def test_empty_split_and_bad_shapes(manifest: Path, tmp_path: Path) -> None:
         build(write_manifest(tmp_path / "data" / "empty.csv", HEADER, []))
     with pytest.raises(UserError, match="cannot be read"):
         build(tmp_path / "missing.csv")
+
+
+def _same_path(manifest: Path, source: str) -> str:
+    return source
+
+
+def _other_spelling(manifest: Path, source: str) -> str:
+    return f"./img/../{source}"
+
+
+def _absolute(manifest: Path, source: str) -> str:
+    return str(manifest.parent / source)
+
+
+def _symlink(manifest: Path, source: str) -> str:
+    (manifest.parent / "img" / "link.png").symlink_to(manifest.parent / source)
+    return "img/link.png"
+
+
+def _hard_link(manifest: Path, source: str) -> str:
+    os.link(manifest.parent / source, manifest.parent / "img" / "hard.png")
+    return "img/hard.png"
+
+
+@pytest.mark.parametrize("second_name", [_same_path, _other_spelling, _absolute, _symlink, _hard_link])
+@pytest.mark.parametrize(("first", "second"), [(0, 8), (0, 3), (6, 10)], ids=["train-test", "train-train",
+                                                                           "val-unlabeled"])
+def test_the_same_image_file_in_two_rows_is_refused_naming_both(manifest: Path, second_name: Callable[[Path, str], str],
+                                                                first: int, second: int) -> None:
+    rows = rows_of(manifest)
+    rows[second][0] = second_name(manifest, rows[first][0])
+    with pytest.raises(UserError, match="is the same file as") as err:
+        build(write_manifest(manifest, HEADER, rows))
+    message = str(err.value)
+    assert f"row {second + 1} (line {second + 2})" in message and f"row {first + 1} (line {first + 2})" in message
+    assert "list each image once" in message
 
 
 def test_conf_instantiates(manifest: Path) -> None:

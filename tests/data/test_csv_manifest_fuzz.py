@@ -124,6 +124,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Image.new("RGB", (3, 3), (10, 20, 30)).save(root / "p0.png")
     Image.new("RGB", (5, 2), (200, 20, 30)).save(root / "p1.png")
     Image.new("L", (2, 2), 7).save(root / "p2.png")
+    for i in range(3, len(VALID_IMAGES)):  # enough distinct files for a manifest that lists each image once
+        Image.new("RGB", (i, 3), (i, 2 * i, 3 * i)).save(root / f"p{i}.png")
     (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
     (root / "folder").mkdir()
     return root
@@ -213,7 +215,7 @@ def test_split_and_image_cells(splits: list[str], images: list[str]) -> None:
 
 # ---- end to end --------------------------------------------------------------------------------------------
 
-VALID_IMAGES = ("p0.png", "p1.png", "p2.png")
+VALID_IMAGES = tuple(f"p{i}.png" for i in range(10))
 BAD_IMAGES = ("missing.png", "corrupt.png", "folder", "", "~nouser_xyz/p0.png", "p0\x00.png", ".", "p0.png\n")
 SPLITS = ("train", "train", "val", "test", "unlabeled")
 
@@ -242,8 +244,10 @@ def manifests(draw: st.DrawFn) -> tuple[str, Any]:
                         st.lists(st.sampled_from(["image", "split", *COLUMNS, "", "x"]), max_size=6)))
     images = part(st.sampled_from(VALID_IMAGES), st.sampled_from(VALID_IMAGES) | st.sampled_from(BAD_IMAGES))
     splits, labels = part(st.sampled_from(SPLITS), split_cell), part(good_cell, label_cell)
+    repeated = draw(st.integers(0, 3)) == 0  # an image listed twice (refused) in about one example in four
     rows = draw(st.lists(st.fixed_dictionaries({"image": images, "split": splits,
-                                                **dict.fromkeys(COLUMNS, labels)}), min_size=1, max_size=10))
+                                                **dict.fromkeys(COLUMNS, labels)}), min_size=1, max_size=10,
+                         unique_by=None if repeated else (lambda row: row["image"])))
     ragged = draw(part(st.just(0), st.integers(0, len(rows))))
     text = manifest_text(list(columns), rows, quoted=draw(st.booleans()), ragged=ragged)
     return text, draw(part(good_tasks, tasks))

@@ -1,9 +1,6 @@
-from pathlib import Path
-
 import pytest
 import torch
 
-from mtlssl.data.cache import cached
 from mtlssl.data.image_set import Dataset, ImageSet
 from mtlssl.errors import UserError
 from mtlssl.tasks import TaskSpec
@@ -48,24 +45,3 @@ def test_dataset_refuses_empty_and_unknown_splits_and_tasks() -> None:
         data.split("val")
     with pytest.raises(UserError, match="unknown task 'colour'"):
         data.select(["colour"])
-
-
-def test_cache_builds_once_and_rebuilds_a_corrupt_entry(tmp_path: Path) -> None:
-    calls = []
-
-    def build() -> dict:
-        calls.append(1)
-        return {"x": torch.arange(3)}
-
-    key = {"name": "toy", "n": 3}
-    assert torch.equal(cached(key, build, tmp_path)["x"], torch.arange(3))
-    assert torch.equal(cached(key, build, tmp_path)["x"], torch.arange(3)) and len(calls) == 1
-    next(tmp_path.glob("toy-*.pt")).write_bytes(b"garbage")
-    assert torch.equal(cached(key, build, tmp_path)["x"], torch.arange(3)) and len(calls) == 2
-    cached(key, build, None)
-    assert len(calls) == 3
-
-
-def test_an_unwritable_cache_is_slower_not_fatal(tmp_path: Path) -> None:
-    (tmp_path / "afile").write_text("in the way")
-    assert cached({"name": "toy"}, lambda: {"x": torch.ones(2)}, tmp_path / "afile" / "cache")["x"].sum() == 2

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra.utils
@@ -141,3 +146,98 @@ def test_conf_instantiates(flat: Path) -> None:
     data = hydra.utils.instantiate(cfg, root=str(flat), size=SIZE, cache_dir=None)
     assert data.name == "imagefolder" and [t.name for t in data.tasks] == ["label"]
     assert data.mean == (0.485, 0.456, 0.406) and len(data.splits["test"]) == 2
+
+
+# --- folders and files reached twice (symlinks, hard links) -----------------------------------------------
+
+
+def link(path: Path, target: Path | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target)
+    return path
+
+
+FOLDER_TWICE = {
+    "a loop back to the split folder": lambda root: link(root / "train" / "cat" / "loop", ".."),
+    "a loop back to the class folder": lambda root: link(root / "train" / "cat" / "deeper" / "loop", "../.."),
+    "a loop back to the dataset root": lambda root: link(root / "train" / "ant" / "up", root),
+    "a link to a sibling class folder": lambda root: link(root / "train" / "cat" / "more", "../bee"),
+    "a class folder that is a link to another": lambda root: link(root / "train" / "dog", "bee"),
+    "a link from train into test": lambda root: link(root / "train" / "ant" / "extra", root / "test" / "ant"),
+    "a split folder that is a link to another": lambda root: (shutil.rmtree(root / "val"), link(root / "val", "train")),
+}
+
+
+@pytest.mark.parametrize("make", FOLDER_TWICE.values(), ids=FOLDER_TWICE.keys())
+def test_a_folder_reached_twice_is_refused_before_anything_is_decoded(
+        make: Callable[[Path], object], split_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make(split_tree)
+    monkeypatch.setattr(files, "decode_files", lambda *a, **k: pytest.fail("decoded a walk that reads a folder twice"))
+    with pytest.raises(UserError, match="are one folder, reached twice") as err:
+        build(split_tree, cache_dir=str(tmp_path / "cache"))
+    assert "Remove the link" in str(err.value) and str(split_tree) in str(err.value)
+    assert not (tmp_path / "cache").exists(), "nothing written"
+
+
+def test_a_loop_in_the_flat_layout_is_refused(flat: Path) -> None:
+    link(flat / "ant" / "sub" / "loop", "../..")
+    with pytest.raises(UserError, match=rf"'{flat / 'ant' / 'sub' / 'loop'}' and '{flat}' are one folder"):
+        build(flat)
+
+
+def _symlinked(source: Path, target: Path) -> None:
+    link(target, source)
+
+
+def _hard_linked(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.link(source, target)
+
+
+FILE_TWICE = {  # (source, the second place the same file appears), relative to the split tree
+    "train and test": ("train/cat/0.png", "test/cat/9.png"),
+    "train and val, another class": ("train/cat/0.png", "val/ant/9.png"),
+    "one class twice": ("train/cat/0.png", "train/cat/9.png"),
+    "two classes of one split": ("train/cat/0.png", "train/bee/9.png"),
+}
+
+
+@pytest.mark.parametrize("place", [_symlinked, _hard_linked])
+@pytest.mark.parametrize("where", FILE_TWICE.values(), ids=FILE_TWICE.keys())
+def test_the_same_file_twice_is_refused_naming_both_paths(place: Callable[[Path, Path], None],
+                                                          where: tuple[str, str], split_tree: Path) -> None:
+    source, second = split_tree / where[0], split_tree / where[1]
+    place(source, second)
+    with pytest.raises(UserError, match="is the same file as") as err:
+        build(split_tree)
+    message = str(err.value)
+    assert str(source) in message and str(second) in message
+    for split in {where[0].split("/")[0], where[1].split("/")[0]}:
+        assert f"split '{split}'" in message
+
+
+def test_links_to_folders_and_files_elsewhere_are_followed(split_tree: Path, tmp_path: Path) -> None:
+    """A dataset assembled from links (each folder and file once) reads as the same files copied."""
+    copied = build(split_tree)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(split_tree / "train" / "cat", elsewhere / "cats")
+    link(split_tree / "train" / "cat", elsewhere / "cats")
+    shutil.move(split_tree / "val" / "ant" / "1.png", elsewhere / "one.png")
+    link(split_tree / "val" / "ant" / "1.png", elsewhere / "one.png")
+    linked = build(split_tree)
+    for split in copied.splits:
+        assert torch.equal(copied.splits[split].images, linked.splits[split].images)
+        assert copied.splits[split].targets.keys() == linked.splits[split].targets.keys()
+
+
+def test_a_folder_loop_exits_2_from_the_command_line(split_tree: Path, tmp_path: Path) -> None:
+    """The probe's case end to end: before, 24 images became 984 and the run ended with exit status 0."""
+    link(split_tree / "train" / "cat" / "loop", "..")
+    run = subprocess.run([sys.executable, "-m", "mtlssl", "train-mtl", "device=cpu", "data=imagefolder",
+                          f"data.root={split_tree}", "data.size=8", "data.num_workers=0", "data.cache_dir=null",
+                          "trainer.epochs=1", "trainer.batch_size=4", "encoder.arch.width=4", "encoder.arch.depth=3",
+                          f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    said = " ".join((run.stderr + run.stdout).split())  # the console wraps long messages
+    assert "are one folder, reached twice" in said and "Traceback" not in said
+    assert not (tmp_path / "run" / "checkpoints").exists()
