@@ -12,6 +12,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -250,6 +251,13 @@ def record_launch(run_dir: Path, stage: str, launch: int = 1) -> None:
     (run_dir / ".hydra" / "overrides.yaml").write_text(f"- seed={launch}\n")
 
 
+def launch(cfg: DictConfig) -> None:
+    """The guard's part of one launch: its start, then (the job done) its end, which releases the directory."""
+    guard = RunDirGuard()
+    guard.on_run_start(cfg)
+    guard.on_run_end(cfg, None, JobReturn())
+
+
 def refused(hook: Callable[[], None], capsys: pytest.CaptureFixture[str]) -> str:
     """The one message a refusal prints; it must exit with status 2."""
     with pytest.raises(SystemExit) as done:
@@ -315,12 +323,12 @@ def test_guard_keeps_the_previous_launches_hydra_records(hydra_cfg: Callable[...
     shutil.copytree(mtl_run, run_dir)
     record_launch(run_dir, "train_mtl")
     first = {p.name: p.read_bytes() for p in (run_dir / ".hydra").glob("*.yaml")}
-    RunDirGuard().on_run_start(hydra_cfg("train_mtl", f"hydra.run.dir={run_dir}"))  # a resume: allowed
+    launch(hydra_cfg("train_mtl", f"hydra.run.dir={run_dir}"))  # a resume: allowed
     kept = run_dir / ".hydra" / "previous" / "1"
     assert {p.name: p.read_bytes() for p in kept.glob("*.yaml")} == first
     record_launch(run_dir, "train_mtl", launch=2)  # Hydra writes the second launch's; a third keeps them too
     second = {p.name: p.read_bytes() for p in (run_dir / ".hydra").glob("*.yaml")}
-    RunDirGuard().on_run_start(hydra_cfg("train_mtl", f"hydra.run.dir={run_dir}"))
+    launch(hydra_cfg("train_mtl", f"hydra.run.dir={run_dir}"))
     assert {p.name: p.read_bytes() for p in (run_dir / ".hydra" / "previous" / "2").glob("*.yaml")} == second
     assert {p.name: p.read_bytes() for p in kept.glob("*.yaml")} == first
 
@@ -329,15 +337,21 @@ def test_guard_resolves_the_default_run_dir_as_hydra_will(hydra_cfg: Callable[..
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = hydra_cfg("train_mtl")  # outputs/${hydra:job.name}/${now:...}/${now:...}: needs HydraConfig, cached times
-    RunDirGuard().on_run_start(cfg)
+    guard = RunDirGuard()
+    guard.on_run_start(cfg)
     created = [p for p in (tmp_path / "outputs" / "train_mtl").glob("*/*") if p.is_dir()]
-    assert len(created) == 1 and not any(created[0].iterdir())  # made and probed, nothing left in it
+    assert len(created) == 1 and [p.name for p in created[0].iterdir()] == [".lock"]  # made, probed and locked
+    guard.on_run_end(cfg, None, JobReturn())
+    assert not any(created[0].iterdir())  # the run over, nothing of the guard's is left
     assert (tmp_path / str(OmegaConf.select(cfg, "hydra.run.dir"))).resolve() == created[0].resolve()
 
 
 def test_guard_lets_a_fresh_sweep_start(hydra_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
-    RunDirGuard().on_multirun_start(hydra_cfg("train_mtl", f"hydra.sweep.dir={tmp_path / 'sweep'}"))
+    guard, cfg = RunDirGuard(), hydra_cfg("train_mtl", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    guard.on_multirun_start(cfg)
     assert (tmp_path / "sweep").is_dir()
+    guard.on_multirun_end(cfg)
+    assert not any((tmp_path / "sweep").iterdir())
 
 
 # --- from the command line: exit status 2, one message, no traceback, nothing overwritten ----------------------

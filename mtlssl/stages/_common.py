@@ -21,7 +21,7 @@ from mtlssl.config import check_override_types, config_dir, override_key
 from mtlssl.engine.preemption import EXIT_PREEMPTED, Preempted
 from mtlssl.engine.rng import seed_everything
 from mtlssl.engine.run_dir import RunDir
-from mtlssl.engine.run_dir_guard import undo_refused_launch
+from mtlssl.engine.run_dir_guard import pending_refusal, undo_refused_launch
 from mtlssl.engine.runtime import Runtime
 from mtlssl.errors import UserError
 from mtlssl.reporting.console import console
@@ -114,15 +114,19 @@ def run_stage(run: StageRun, cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     objective = cfg.get("objective")
     try:
+        refusal = pending_refusal()  # a sweep job whose directory another run is using
+        if refusal is not None:
+            raise refusal
         check_overrides(cfg)
         check_objective(objective)
         metrics = run(cfg, run_dir)
         value = objective_value(metrics, objective)
     except UserError as err:
-        undo_refused_launch()  # a refused relaunch leaves the run's .hydra/ record as it was
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            undo_refused_launch()
             raise
         log.error("%s", err)
+        undo_refused_launch()  # a refused relaunch leaves the run's .hydra/ record and its log as they were
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # an exception, not an exit: Hydra records this job as failed and runs the rest of the sweep
         sys.exit(2)
