@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from mtlssl.config import check_override_types, config_dir, override_key
 from mtlssl.engine.preemption import EXIT_PREEMPTED, Preempted
+from mtlssl.engine.relaunch import check_relaunch
 from mtlssl.engine.rng import seed_everything
 from mtlssl.engine.run_dir import RunDir
 from mtlssl.engine.run_dir_guard import pending_refusal, undo_refused_launch
@@ -31,17 +32,24 @@ log = logging.getLogger("mtlssl")
 StageRun = Callable[[DictConfig, Path], dict[str, float]]
 
 
-def start_training(cfg: DictConfig, run_dir: Path, kind: str, min_epochs: int,
-                   unchanged: tuple[str, ...]) -> tuple[Runtime, RunDir, dict | None]:
-    """What a training stage does first: the runtime, the checked trainer settings, the run directory and the
-    checkpoint to resume from (refused if the run was made with other ``unchanged`` keys), and the seed."""
-    rt = Runtime.create(cfg.device, cfg.precision, cfg.trainer.channels_last)
+def check_launch(cfg: DictConfig, run_dir: Path, kind: str, min_epochs: int) -> dict | None:
+    """The checks of a training stage's launch that need nothing built, none of which writes: the checkpoint to
+    resume from, whose run must take every setting of ``cfg`` (``check_relaunch``: a relaunch applies its
+    overrides or refuses them by name), and the trainer settings. Returns that checkpoint (None: a new run)."""
+    resume = RunDir(run_dir).resume_state(cfg.resume, kind)
+    check_relaunch(resume, cfg, str(run_dir))
     check_trainer(cfg.trainer, min_epochs)
-    out = RunDir(run_dir)
-    resume = out.resume_state(cfg.resume, kind)
-    out.check_unchanged(resume, cfg, unchanged)
+    return resume
+
+
+def start_training(cfg: DictConfig, run_dir: Path, kind: str, min_epochs: int) -> tuple[Runtime, RunDir, dict | None]:
+    """What a training stage does first: the launch's checks (``check_launch``), the runtime, the run directory
+    and the checkpoint to resume from, and the seed. Nothing is written to the run directory until the loop
+    starts (``RunDir.prepare``), after every stage has built its parts."""
+    resume = check_launch(cfg, run_dir, kind, min_epochs)
+    rt = Runtime.create(cfg.device, cfg.precision, cfg.trainer.channels_last)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
-    return rt, out, resume
+    return rt, RunDir(run_dir), resume
 
 
 def check_trainer(trainer: DictConfig, min_epochs: int) -> None:
