@@ -205,10 +205,15 @@ def pending_refusal() -> UserError | None:
 
 
 def _report_takeover(lock: run_lock.RunLock | None) -> None:
+    """Once logging is set up (the job has started): whose lock this run took over, or why it holds none."""
     if lock is not None and lock.took_over is not None:
         log.warning("took over the lock of %s from %s, which ended without releasing it (killed?)", lock.directory,
                     lock.took_over.describe())
         lock.took_over = None
+    if lock is not None and lock.unchecked is not None:
+        log.warning("%s cannot be locked: %s; a second run launched into it is refused only from this host",
+                    lock.directory, lock.unchecked)
+        lock.unchecked = None
 
 
 class RunDirGuard(Callback):

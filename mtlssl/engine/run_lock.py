@@ -11,11 +11,15 @@ is released by the kernel, so a relaunch (a SLURM requeue, the kill test) takes 
   opened the file just before checks, once locked, that its path still names that file, and starts over if not.
 - A lock is per open file, not per process: a second acquisition in the same process is refused as well.
 - A forked child (a DataLoader worker) closes its inherited copy without unlocking (the parent keeps the lock).
+- On a file system without locks (e.g. Lustre mounted without ``flock``), the holder written in the file is
+  checked instead: a live process of that PID on this host refuses the launch; a holder on another host cannot
+  be checked, and the run goes on with a warning (``RunLock.unchecked``).
 """
 
 from __future__ import annotations
 
 import atexit
+import errno
 import fcntl
 import json
 import os
@@ -33,6 +37,7 @@ LOCK_NAME = ".lock"
 BUSY_RETRY_S = 0.5
 BUSY_POLL_S = 0.02
 NESTED_DEPTH = 2  # run dirs looked for below a directory: a pipeline's stages (1), a sweep's jobs (2)
+NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}  # flock on a file system without locks
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class RunLock:
     directory: Path
     fd: int
     took_over: Holder | None = None  # the holder of a lock left by a process that died without releasing it
+    unchecked: str | None = None  # why no kernel lock is held (a file system without locks)
 
     @property
     def path(self) -> Path:
@@ -96,6 +102,19 @@ def read_holder(path: Path) -> Holder | None:
         return None
 
 
+def alive_here(holder: Holder | None) -> bool:
+    """Whether ``holder`` is a live process of this host (where the file system cannot lock)."""
+    if holder is None or holder.host != socket.gethostname() or holder.pid == os.getpid():
+        return False
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def in_use(directory: Path) -> Holder | None:
     """The holder of ``directory``'s lock when another open file holds it (another process, or another launch in
     this one), else None. A shared lock for a moment tells, without waiting and without making a file."""
@@ -108,6 +127,11 @@ def in_use(directory: Path) -> Holder | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return read_holder(path)  # None for a foreign program's .lock: not a run of ours
+    except OSError as err:
+        if err.errno not in NO_LOCKS:
+            raise
+        holder = read_holder(path)
+        return holder if alive_here(holder) else None
     finally:
         os.close(fd)  # closing releases the shared lock, if taken
     return None
@@ -137,6 +161,10 @@ def _check_nested(directory: Path, ignore: tuple[Path, ...], key: str) -> None:
                             f"directory with {key}=<dir>")
 
 
+class LocksUnsupported(OSError):
+    """The file system refuses ``flock``."""
+
+
 def _open_locked(path: Path) -> tuple[int, str] | None:
     """The open, exclusively locked lock file at ``path`` and what it held before; None while another holds it."""
     deadline = time.monotonic() + BUSY_RETRY_S
@@ -150,6 +178,11 @@ def _open_locked(path: Path) -> tuple[int, str] | None:
                 return None
             time.sleep(BUSY_POLL_S)
             continue
+        except OSError as err:
+            os.close(fd)
+            if err.errno in NO_LOCKS:
+                raise LocksUnsupported(err.errno, err.strerror) from err
+            raise
         try:  # still the file at ``path``? (its holder may have deleted it between our open and our lock)
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -167,15 +200,21 @@ def acquire(directory: Path, what: str, key: str = "hydra.run.dir", ignore: tupl
         raise _busy(directory, _self(what), "run directory", key)
     _check_nested(directory, tuple(p.resolve() for p in ignore), key)
     path = directory / LOCK_NAME
+    unchecked = None
     try:
         opened = _open_locked(path)
+    except LocksUnsupported as err:  # no kernel lock: the holder's PID, where it is on this host
+        if alive_here(read_holder(path)):
+            raise _busy(directory, read_holder(path), "run directory", key) from None
+        unchecked = f"its file system does not support locks ({err.strerror})"
+        opened = _open_unlocked(path, key)
     except OSError as err:
         raise UserError(f"{directory} is not writable ({err.strerror or err}); choose another with {key}=<dir>") \
             from err
     if opened is None:
         raise _busy(directory, read_holder(path), "run directory", key)
     fd, before = opened
-    lock = _held[directory] = RunLock(directory, fd)
+    lock = _held[directory] = RunLock(directory, fd, unchecked=unchecked)
     if before.strip():  # a killed holder's file: the kernel released its lock when it died
         lock.took_over = parse_holder(before) or Holder("?", 0, "?", before.strip()[:80])
     record = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
@@ -188,6 +227,15 @@ def acquire(directory: Path, what: str, key: str = "hydra.run.dir", ignore: tupl
         raise UserError(f"{directory} is not writable ({err.strerror or err}); choose another with {key}=<dir>") \
             from err
     return lock
+
+
+def _open_unlocked(path: Path, key: str) -> tuple[int, str]:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise UserError(f"{path.parent} is not writable ({err.strerror or err}); choose another with {key}=<dir>") \
+            from err
+    return fd, os.pread(fd, 4096, 0).decode(errors="replace")
 
 
 def _self(what: str) -> Holder:

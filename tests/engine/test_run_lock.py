@@ -3,6 +3,7 @@ taken over; a directory inside or around one in use is refused; nothing is left 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -139,3 +140,30 @@ def test_a_forked_child_neither_keeps_nor_releases_the_lock(tmp_path: Path) -> N
     assert os.waitstatus_to_exitcode(status) == 0  # the child held nothing
     assert run_lock.in_use(tmp_path) is not None and (tmp_path / ".lock").exists()  # the parent still does
     lock.release()
+
+
+def test_where_the_file_system_cannot_lock_the_holders_pid_is_checked(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """E.g. Lustre mounted without flock: a live holder on this host still refuses; a dead one, or one on another
+    host (which cannot be checked), is taken over, and the lock says it is unchecked."""
+    live, dead, elsewhere = tmp_path / "live", tmp_path / "dead", tmp_path / "elsewhere"
+    holder = hold(live)  # (the holders lock for real: only this process's file system "cannot")
+    killed = hold(dead, then="kill")
+    elsewhere.mkdir()
+    (elsewhere / ".lock").write_text(json.dumps({"host": "node-7", "pid": 1, "started": "?", "what": "mtlssl x"}))
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(run_lock.fcntl, "flock", no_locks)
+    with pytest.raises(UserError, match=f"is in use by another mtlssl run \\(mtlssl train-mtl, PID {holder.pid} "):
+        run_lock.acquire(live, "mtlssl train-mtl")
+    assert run_lock.in_use(live) is not None and run_lock.in_use(dead) is None
+    for directory, previous in ((dead, killed.pid), (elsewhere, 1)):
+        lock = run_lock.acquire(directory, "mtlssl train-mtl")
+        assert lock.took_over is not None and lock.took_over.pid == previous
+        assert lock.unchecked == "its file system does not support locks (Function not implemented)"
+        lock.release()
+        assert not (directory / ".lock").exists()
+    monkeypatch.undo()
+    let_go(holder)
