@@ -12,6 +12,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -187,25 +188,25 @@ def test_a_checkpoint_that_cannot_be_read_is_a_user_error(tmp_path: Path) -> Non
 
 # --- relaunching into an existing run: refused, and the run is left byte for byte as it was -----------------
 
-# (stage, run to copy, overrides, phrases, whether the stage writes first). Stages write resolved_config.yaml
-# and provenance.json (RunDir.prepare) before they build the model and the optimizer; until they check first,
-# those two files are rewritten before the refusal (the checkpoints, metrics and .hydra/ stay as they were).
+# (stage, run to copy, overrides, phrases). A relaunch names each setting it cannot apply to the run it continues
+# (tests/engine/test_relaunch.py has the rest); here, that no refusal writes anything.
+CANNOT_APPLY = "that this launch continues, and continuing it cannot apply"
 RELAUNCHES = [
     ("train_mtl", "pretrained", [], ["is a pretrain checkpoint, but a mtl checkpoint is needed", "hydra.run.dir"]),
     ("pretrain", "pretrained", ["resume=false"], ["resume=false would overwrite it", "resume=auto"]),
     ("train_mtl", "mtl", ["resume=false"], ["resume=false would overwrite it", "resume=auto"]),
     ("train_mtl", "truncated_last", [], ["resume: cannot read checkpoint", "move checkpoints/last.pt aside"]),
-    ("train_mtl", "mtl", ["encoder.arch.width=6"], ["encoder weights in the checkpoint do not fit",
-                                                    "[4, 3, 3, 3] there but [6, 3, 3, 3] here",
-                                                    "encoder.arch.* values", "new hydra.run.dir"]),
-    ("pretrain", "pretrained", ["encoder.arch.width=6"],
-     ["encoder weights in the checkpoint do not fit", "new hydra.run.dir"]),
-    ("train_mtl", "mtl", ["tasks=[shape,colour]"],
-     ["task heads in the checkpoint do not fit", "unexpected size.weight", "tasks= and heads="]),
-    ("train_mtl", "mtl", ["heads=mlp"], ["task heads in the checkpoint do not fit", "missing shape.0.weight"]),
-    ("train_mtl", "mtl", ["optim.lr=-1"], ["optim.lr must be > 0"]),
-    ("train_mtl", "mtl", ["weighting=uncertainty"], ["was trained with weighting._target_=", "new hydra.run.dir"]),
-    ("train_mtl", "mtl", ["optim=sgd"], ["was trained with optim._target_=torch.optim.AdamW"]),
+    ("train_mtl", "mtl", ["encoder.arch.width=6"], [CANNOT_APPLY, "encoder.arch.width: 4 in the run, 6 asked",
+                                                    "hydra.run.dir=<new dir>"]),
+    ("pretrain", "pretrained", ["encoder.arch.width=6"], [CANNOT_APPLY, "encoder.arch.width: 4 in the run, 6 asked"]),
+    ("train_mtl", "mtl", ["tasks=[shape,colour]"], ["tasks: null in the run, [shape,colour] asked"]),
+    ("train_mtl", "mtl", ["heads=mlp"], ["heads._target_: mtlssl.models.heads.linear.linear in the run, "
+                                         "mtlssl.models.heads.mlp.mlp asked"]),
+    ("train_mtl", "mtl", ["optim.lr=-1"], ["optim.lr: 0.002 in the run, -1 asked"]),
+    ("train_mtl", "mtl", ["trainer.batch_size=0"], ["trainer.batch_size: 32 in the run, 0 asked"]),
+    ("train_mtl", "mtl", ["weighting=uncertainty"], ["weighting._target_: mtlssl.weighting.equal.Equal in the run, "
+                                                     "mtlssl.weighting.uncertainty.Uncertainty asked"]),
+    ("train_mtl", "mtl", ["optim=sgd"], ["optim._target_: torch.optim.AdamW in the run, torch.optim.SGD asked"]),
 ]
 
 
@@ -248,6 +249,13 @@ def record_launch(run_dir: Path, stage: str, launch: int = 1) -> None:
     (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"name": stage}}}))
     (run_dir / ".hydra" / "config.yaml").write_text(f"seed: {launch}\n")
     (run_dir / ".hydra" / "overrides.yaml").write_text(f"- seed={launch}\n")
+
+
+def launch(cfg: DictConfig) -> None:
+    """The guard's part of one launch: its start, then (the job done) its end, which releases the directory."""
+    guard = RunDirGuard()
+    guard.on_run_start(cfg)
+    guard.on_run_end(cfg, None, JobReturn())
 
 
 def refused(hook: Callable[[], None], capsys: pytest.CaptureFixture[str]) -> str:
@@ -315,12 +323,12 @@ def test_guard_keeps_the_previous_launches_hydra_records(hydra_cfg: Callable[...
     shutil.copytree(mtl_run, run_dir)
     record_launch(run_dir, "train_mtl")
     first = {p.name: p.read_bytes() for p in (run_dir / ".hydra").glob("*.yaml")}
-    RunDirGuard().on_run_start(hydra_cfg("train_mtl", f"hydra.run.dir={run_dir}"))  # a resume: allowed
+    launch(hydra_cfg("train_mtl", f"hydra.run.dir={run_dir}"))  # a resume: allowed
     kept = run_dir / ".hydra" / "previous" / "1"
     assert {p.name: p.read_bytes() for p in kept.glob("*.yaml")} == first
     record_launch(run_dir, "train_mtl", launch=2)  # Hydra writes the second launch's; a third keeps them too
     second = {p.name: p.read_bytes() for p in (run_dir / ".hydra").glob("*.yaml")}
-    RunDirGuard().on_run_start(hydra_cfg("train_mtl", f"hydra.run.dir={run_dir}"))
+    launch(hydra_cfg("train_mtl", f"hydra.run.dir={run_dir}"))
     assert {p.name: p.read_bytes() for p in (run_dir / ".hydra" / "previous" / "2").glob("*.yaml")} == second
     assert {p.name: p.read_bytes() for p in kept.glob("*.yaml")} == first
 
@@ -329,15 +337,21 @@ def test_guard_resolves_the_default_run_dir_as_hydra_will(hydra_cfg: Callable[..
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = hydra_cfg("train_mtl")  # outputs/${hydra:job.name}/${now:...}/${now:...}: needs HydraConfig, cached times
-    RunDirGuard().on_run_start(cfg)
+    guard = RunDirGuard()
+    guard.on_run_start(cfg)
     created = [p for p in (tmp_path / "outputs" / "train_mtl").glob("*/*") if p.is_dir()]
-    assert len(created) == 1 and not any(created[0].iterdir())  # made and probed, nothing left in it
+    assert len(created) == 1 and [p.name for p in created[0].iterdir()] == [".lock"]  # made, probed and locked
+    guard.on_run_end(cfg, None, JobReturn())
+    assert not any(created[0].iterdir())  # the run over, nothing of the guard's is left
     assert (tmp_path / str(OmegaConf.select(cfg, "hydra.run.dir"))).resolve() == created[0].resolve()
 
 
 def test_guard_lets_a_fresh_sweep_start(hydra_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
-    RunDirGuard().on_multirun_start(hydra_cfg("train_mtl", f"hydra.sweep.dir={tmp_path / 'sweep'}"))
+    guard, cfg = RunDirGuard(), hydra_cfg("train_mtl", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    guard.on_multirun_start(cfg)
     assert (tmp_path / "sweep").is_dir()
+    guard.on_multirun_end(cfg)
+    assert not any((tmp_path / "sweep").iterdir())
 
 
 # --- from the command line: exit status 2, one message, no traceback, nothing overwritten ----------------------
@@ -387,6 +401,6 @@ def test_cli_a_relaunch_the_stage_refuses_keeps_the_runs_hydra_record(tmp_path: 
     assert run_cli("mtlssl", "train-mtl", *launch, cwd=tmp_path).returncode == 0
     record = {p.name: p.read_bytes() for p in (tmp_path / "run" / ".hydra").glob("*.yaml")}
     out = run_cli("mtlssl", "train-mtl", *launch, "weighting=uncertainty", cwd=tmp_path)
-    one_message(out, "was trained with weighting._target_=mtlssl.weighting.equal.Equal, not")
+    one_message(out, "weighting._target_: mtlssl.weighting.equal.Equal in the run, mtlssl.weighting.uncertainty.")
     assert {p.name: p.read_bytes() for p in (tmp_path / "run" / ".hydra").glob("*.yaml")} == record
     assert not (tmp_path / "run" / ".hydra" / "previous").exists()

@@ -159,11 +159,11 @@ class _Loop:
     def run(self, final: Callable[[], dict[str, float]]) -> dict[str, float]:
         state, config = self.state, self.config
         check_layout(state.position, self.layout)
-        self.run_dir.prepare(state.config)  # only now: a relaunch refused above has written nothing
-        self.tb = TensorBoard(self.run_dir.tensorboard, purge_step=state.step + 1 if state.resumed_from else None)
         if not state.history and config.initial_eval:  # the model before any training: the reference to beat
-            state.history.append({"epoch": 0, **self.evaluate(0, {})})
+            state.history.append({"epoch": 0, **self.evaluate(0, {})})  # (before any write: it may refuse a value)
             log.info("epoch 0 (before training)  %s", self.describe(state.history[0]))
+        self.run_dir.prepare(state.config)  # only now: a launch refused above has written nothing
+        self.tb = TensorBoard(self.run_dir.tensorboard, purge_step=state.step + 1 if state.resumed_from else None)
         with progress() as self.bar, PreemptionGuard() as self.preemption:
             for epoch in range(state.epoch, config.epochs):
                 self.train_epoch(epoch)

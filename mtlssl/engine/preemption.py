@@ -95,8 +95,8 @@ def check_layout(position: dict[str, Any] | None, layout: dict[str, int]) -> Non
         return
     then = ", ".join(f"{k}={v}" for k, v in position["layout"].items())
     raise UserError(f"the run stopped mid-epoch with {then}, but this launch has "
-                    f"{', '.join(f'{k}={v}' for k, v in layout.items())}; relaunch with the former to finish the epoch "
-                    "(settings may change at an epoch end), or use a new hydra.run.dir")
+                    f"{', '.join(f'{k}={v}' for k, v in layout.items())}; relaunch with the former to finish the "
+                    "epoch, or use a new hydra.run.dir")
 
 
 def resume_epoch(position: dict[str, Any] | None, loss_sum: Tensor,

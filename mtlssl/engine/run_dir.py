@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mtlssl.engine.state import read_checkpoint
 from mtlssl.errors import UserError
@@ -55,14 +55,3 @@ class RunDir:
                                 "hydra.run.dir=<the run directory to continue>")
             return None
         return read_checkpoint(self.last, "resume", kinds=(kind,))
-
-    def check_unchanged(self, resume: dict[str, Any] | None, cfg: DictConfig, keys: tuple[str, ...]) -> None:
-        """Refuse to continue a run under another method or optimizer (their saved states would not load)."""
-        if resume is None:
-            return
-        for key in keys:
-            before = OmegaConf.select(OmegaConf.create(resume.get("config", {})), key)
-            now = OmegaConf.select(cfg, key)
-            if before is not None and before != now:
-                raise UserError(f"run directory '{self.path}' was trained with {key}={before}, not {now}; relaunch "
-                                f"with {key.removesuffix('._target_')} as it was, or use a new hydra.run.dir")

@@ -4,11 +4,14 @@ Hydra saves ``<run dir>/.hydra/{config,hydra,overrides}.yaml`` before a stage's 
 stage comes too late to keep an existing run's ``.hydra/`` intact. ``RunDirGuard``, a Hydra callback registered
 in conf/common.yaml (``hydra.callbacks``), runs first:
 
-- the run directory must be creatable and writable;
+- the run directory must be creatable and writable, and no other run may be using it: the guard holds its
+  lock (``run_lock``) until the job ends, and refuses a launch into a directory in use, naming the holder;
 - a directory holding a run of another stage is refused, and so is ``resume=false`` over a ``checkpoints/last.pt``;
 - a relaunch of the same stage (a resume, a SLURM requeue) keeps the previous launch's ``.hydra/*.yaml`` in
   ``.hydra/previous/<n>/`` before Hydra overwrites them;
-- a ``-m`` sweep's directory must be writable (its job directories are new).
+- a ``-m`` sweep's directory must be writable and not in use (its lock is held until the sweep ends); each job
+  holds its own directory's lock (taken when the job starts: Hydra calls no hook before it writes a job's
+  ``.hydra/``; a job refused there fails alone, as a stage's user error does).
 
 A refusal prints one message and exits with status 2, as a ``UserError`` in a stage does.
 """
@@ -16,20 +19,27 @@ A refusal prints one message and exits with status 2, as a ``UserError`` in a st
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from mtlssl.engine import run_lock
 from mtlssl.errors import UserError
+
+log = logging.getLogger(__name__)
 
 STAGE_OF_KIND = {"pretrain": "pretrain", "mtl": "train_mtl"}  # checkpoint kind -> the stage that writes it
 KIND_OF_STAGE = {stage: kind for kind, stage in STAGE_OF_KIND.items()}
@@ -84,12 +94,20 @@ def check_resume(run_dir: Path, resume: Any) -> None:
                         "overwrite it. Use resume=auto to continue it, or a new hydra.run.dir=<dir>")
 
 
-def check_writable(path: Path, key: str) -> None:
-    """Create ``path`` and a temporary file in it: the cheapest proof that the run can write there."""
+def make_dir(path: Path, key: str) -> None:
+    """Create ``path`` (with its parents), or say why it cannot be."""
     try:
         if path.exists() and not path.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "a file of that name is in the way")
         path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{path} is not writable ({err.strerror or err}); choose another with {key}=<dir>") from err
+
+
+def check_writable(path: Path, key: str) -> None:
+    """Create ``path`` and a temporary file in it: the cheapest proof that the run can write there."""
+    make_dir(path, key)
+    try:
         fd, probe = tempfile.mkstemp(prefix=".mtlssl-write-test-", dir=path)
         os.close(fd)
         os.unlink(probe)
@@ -98,27 +116,45 @@ def check_writable(path: Path, key: str) -> None:
         raise UserError(f"{path} is not writable ({reason}); choose another with {key}=<dir>") from err
 
 
-# The copy this process made (a relaunch), so that a launch the stage then refuses can be undone.
-_launch_copy: Path | None = None
+@dataclass
+class Launch:
+    """What a relaunch changed before the stage could refuse it: the previous ``.hydra/*.yaml``, kept in
+    ``copy``, and the length and time of the run's log, which this launch appends to."""
+
+    copy: Path
+    log: Path
+    log_size: int | None  # None: there was no log
+    log_mtime_ns: int = 0
+
+
+# The relaunch this process made, so that a launch the stage then refuses can be undone.
+_launch: Launch | None = None
 
 
 def undo_refused_launch() -> None:
-    """Put the previous launch's ``.hydra/*.yaml`` back: the stage refused this relaunch (e.g. another method),
-    so the run's record, which ``mtlssl reproduce`` reads, must stay the launch that made it."""
-    global _launch_copy
-    if _launch_copy is None or not _launch_copy.is_dir():
+    """Put the previous launch's ``.hydra/*.yaml`` back and cut this launch's lines off the log: the stage
+    refused this relaunch, so the run's record, which ``mtlssl reproduce`` reads, must stay the launch that
+    made it, and the directory as it was (the refusal itself went to the terminal)."""
+    global _launch
+    launch, _launch = _launch, None
+    if launch is None or not launch.copy.is_dir():
         return
-    for record in _launch_copy.glob("*.yaml"):
-        shutil.copy2(record, _launch_copy.parent.parent / record.name)
-    shutil.rmtree(_launch_copy)
-    if not any(_launch_copy.parent.iterdir()):  # .hydra/previous/ held only this launch's copy
-        _launch_copy.parent.rmdir()
-    _launch_copy = None
+    for record in launch.copy.glob("*.yaml"):
+        shutil.copy2(record, launch.copy.parent.parent / record.name)
+    shutil.rmtree(launch.copy)
+    if not any(launch.copy.parent.iterdir()):  # .hydra/previous/ held only this launch's copy
+        launch.copy.parent.rmdir()
+    if launch.log_size is None:
+        launch.log.unlink(missing_ok=True)
+    elif launch.log.is_file():
+        os.truncate(launch.log, launch.log_size)
+        os.utime(launch.log, ns=(launch.log_mtime_ns, launch.log_mtime_ns))
 
 
-def keep_previous_launch(run_dir: Path) -> Path | None:
+def keep_previous_launch(run_dir: Path, stage: str) -> Launch | None:
     """Copy the previous launch's ``.hydra/*.yaml`` to ``.hydra/previous/<n>/`` (n = 1, 2, ...), since Hydra is
-    about to overwrite them; returns the copy, or None when there was nothing to keep."""
+    about to overwrite them, and note the log's length; returns the launch, or None when there was nothing to
+    keep (a new run)."""
     records = sorted((run_dir / ".hydra").glob("*.yaml"))
     if not records:
         return None
@@ -128,17 +164,28 @@ def keep_previous_launch(run_dir: Path) -> Path | None:
     keep.mkdir(parents=True)
     for record in records:
         shutil.copy2(record, keep / record.name)
-    return keep
+    log_path = run_dir / f"{stage}.log"  # Hydra's job log (conf/hydra/job_logging): <run dir>/<job name>.log
+    if not log_path.is_file():
+        return Launch(keep, log_path, None)
+    stat = log_path.stat()
+    return Launch(keep, log_path, stat.st_size, stat.st_mtime_ns)
 
 
-def guard_run_dir(run_dir: Path, stage: str, resume: Any) -> None:
-    """Every check, then the copy: nothing is written before all of them have passed."""
-    if run_dir.is_dir():
+def guard_run_dir(run_dir: Path, stage: str, resume: Any) -> run_lock.RunLock:
+    """Take the directory's lock, then every check, then the copy: nothing is written before all of them have
+    passed (the lock file of a refused launch goes with it). Returns the lock, held until the job ends."""
+    make_dir(run_dir, "hydra.run.dir")
+    lock = run_lock.acquire(run_dir, f"mtlssl {cli_name(stage)}")
+    try:
+        check_writable(run_dir, "hydra.run.dir")
         check_stage(run_dir, stage)
         check_resume(run_dir, resume)
-    check_writable(run_dir, "hydra.run.dir")
-    global _launch_copy
-    _launch_copy = keep_previous_launch(run_dir)
+        global _launch
+        _launch = keep_previous_launch(run_dir, stage)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _refuse(stage: str, err: UserError) -> None:
@@ -146,8 +193,38 @@ def _refuse(stage: str, err: UserError) -> None:
     sys.exit(2)  # SystemExit passes through Hydra's callback and error handling
 
 
+# A sweep job's refusal (its directory in use), raised by the stage's error boundary so that only this job fails.
+_job_refusal: UserError | None = None
+
+
+def pending_refusal() -> UserError | None:
+    """The refusal of the job about to run, once: ``run_stage`` raises it as the job's user error."""
+    global _job_refusal
+    refusal, _job_refusal = _job_refusal, None
+    return refusal
+
+
+def _report_takeover(lock: run_lock.RunLock | None) -> None:
+    """Once logging is set up (the job has started): whose lock this run took over, or why it holds none."""
+    if lock is not None and lock.took_over is not None:
+        log.warning("took over the lock of %s from %s, which ended without releasing it (killed?)", lock.directory,
+                    lock.took_over.describe())
+        lock.took_over = None
+    if lock is not None and lock.unchecked is not None:
+        log.warning("%s cannot be locked: %s; a second run launched into it is refused only from this host",
+                    lock.directory, lock.unchecked)
+        lock.unchecked = None
+
+
 class RunDirGuard(Callback):
-    """The Hydra callback: ``on_run_start`` runs before Hydra creates the run directory or writes ``.hydra/``."""
+    """The Hydra callback: ``on_run_start`` runs before Hydra creates the run directory or writes ``.hydra/``.
+    It holds the run directory's lock (a sweep's and each job's) until the run (sweep, job) ends; a process that
+    dies loses it to the kernel, and one that exits releases it (``run_lock``'s atexit)."""
+
+    def __init__(self) -> None:
+        self.run: run_lock.RunLock | None = None
+        self.sweep: run_lock.RunLock | None = None
+        self.job: run_lock.RunLock | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         # hydra.run.dir may use ${hydra:job.name}, which needs the Hydra config set: run_job sets it the same way
@@ -155,13 +232,49 @@ class RunDirGuard(Callback):
         HydraConfig.instance().set_config(config)
         stage = str(config.hydra.job.name)
         try:
-            guard_run_dir(Path(str(OmegaConf.select(config, "hydra.run.dir"))), stage, config.get("resume"))
+            self.run = guard_run_dir(Path(str(OmegaConf.select(config, "hydra.run.dir"))), stage,
+                                     config.get("resume"))
         except UserError as err:
             _refuse(stage, err)
 
+    def on_run_end(self, config: DictConfig, config_name: str | None, job_return: JobReturn, **kwargs: Any) -> None:
+        if self.run is not None:
+            self.run.release()
+            self.run = None
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         stage = str(config.hydra.job.name)
+        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
         try:
-            check_writable(Path(str(OmegaConf.select(config, "hydra.sweep.dir"))), "hydra.sweep.dir")
+            check_writable(sweep_dir, "hydra.sweep.dir")
+            self.sweep = run_lock.acquire(sweep_dir, f"mtlssl {cli_name(stage)} sweep", key="hydra.sweep.dir")
         except UserError as err:
             _refuse(stage, err)
+        _report_takeover(self.sweep)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.sweep is not None:
+            self.sweep.release()
+            self.sweep = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep's job (in this process or a launcher's worker) locks its own directory; a single run's lock
+        is already held (``on_run_start``)."""
+        if config.hydra.mode != RunMode.MULTIRUN:
+            _report_takeover(self.run)
+            return
+        global _job_refusal
+        job_dir = Path(str(config.hydra.runtime.output_dir))
+        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        try:
+            self.job = run_lock.acquire(job_dir, f"mtlssl {cli_name(str(config.hydra.job.name))} sweep job",
+                                        key="hydra.sweep.dir", ignore=(sweep_dir,))
+        except UserError as err:
+            _job_refusal = err
+            return
+        _report_takeover(self.job)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if self.job is not None:
+            self.job.release()
+            self.job = None

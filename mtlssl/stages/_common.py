@@ -19,9 +19,10 @@ from rich.markup import escape
 
 from mtlssl.config import check_override_types, config_dir, override_key
 from mtlssl.engine.preemption import EXIT_PREEMPTED, Preempted
+from mtlssl.engine.relaunch import check_relaunch
 from mtlssl.engine.rng import seed_everything
 from mtlssl.engine.run_dir import RunDir
-from mtlssl.engine.run_dir_guard import undo_refused_launch
+from mtlssl.engine.run_dir_guard import pending_refusal, undo_refused_launch
 from mtlssl.engine.runtime import Runtime
 from mtlssl.errors import UserError
 from mtlssl.reporting.console import console
@@ -31,17 +32,24 @@ log = logging.getLogger("mtlssl")
 StageRun = Callable[[DictConfig, Path], dict[str, float]]
 
 
-def start_training(cfg: DictConfig, run_dir: Path, kind: str, min_epochs: int,
-                   unchanged: tuple[str, ...]) -> tuple[Runtime, RunDir, dict | None]:
-    """What a training stage does first: the runtime, the checked trainer settings, the run directory and the
-    checkpoint to resume from (refused if the run was made with other ``unchanged`` keys), and the seed."""
-    rt = Runtime.create(cfg.device, cfg.precision, cfg.trainer.channels_last)
+def check_launch(cfg: DictConfig, run_dir: Path, kind: str, min_epochs: int) -> dict | None:
+    """The checks of a training stage's launch that need nothing built, none of which writes: the checkpoint to
+    resume from, whose run must take every setting of ``cfg`` (``check_relaunch``: a relaunch applies its
+    overrides or refuses them by name), and the trainer settings. Returns that checkpoint (None: a new run)."""
+    resume = RunDir(run_dir).resume_state(cfg.resume, kind)
+    check_relaunch(resume, cfg, str(run_dir))
     check_trainer(cfg.trainer, min_epochs)
-    out = RunDir(run_dir)
-    resume = out.resume_state(cfg.resume, kind)
-    out.check_unchanged(resume, cfg, unchanged)
+    return resume
+
+
+def start_training(cfg: DictConfig, run_dir: Path, kind: str, min_epochs: int) -> tuple[Runtime, RunDir, dict | None]:
+    """What a training stage does first: the launch's checks (``check_launch``), the runtime, the run directory
+    and the checkpoint to resume from, and the seed. Nothing is written to the run directory until the loop
+    starts (``RunDir.prepare``), after every stage has built its parts."""
+    resume = check_launch(cfg, run_dir, kind, min_epochs)
+    rt = Runtime.create(cfg.device, cfg.precision, cfg.trainer.channels_last)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
-    return rt, out, resume
+    return rt, RunDir(run_dir), resume
 
 
 def check_trainer(trainer: DictConfig, min_epochs: int) -> None:
@@ -114,15 +122,19 @@ def run_stage(run: StageRun, cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     objective = cfg.get("objective")
     try:
+        refusal = pending_refusal()  # a sweep job whose directory another run is using
+        if refusal is not None:
+            raise refusal
         check_overrides(cfg)
         check_objective(objective)
         metrics = run(cfg, run_dir)
         value = objective_value(metrics, objective)
     except UserError as err:
-        undo_refused_launch()  # a refused relaunch leaves the run's .hydra/ record as it was
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            undo_refused_launch()
             raise
         log.error("%s", err)
+        undo_refused_launch()  # a refused relaunch leaves the run's .hydra/ record and its log as they were
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # an exception, not an exit: Hydra records this job as failed and runs the rest of the sweep
         sys.exit(2)

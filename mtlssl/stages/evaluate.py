@@ -87,9 +87,13 @@ def against_baselines(metrics: dict[str, float], baselines: list[str], data: Dat
     return {f"{split}/delta_m": delta_m(metrics, single), f"{split}/delta_p": delta_p(metrics, single)}
 
 
+def check_batch_size(batch_size: int, key: str = "batch_size") -> None:
+    if not batch_size >= 1:
+        raise UserError(f"{key} must be >= 1 (got {batch_size}); set e.g. {key}=512")
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    if not cfg.batch_size >= 1:
-        raise UserError(f"batch_size must be >= 1 (got {cfg.batch_size}); set e.g. batch_size=512")
+    check_batch_size(cfg.batch_size)
     rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     ckpt = read_checkpoint(cfg.ckpt, "ckpt")
     trained = OmegaConf.create(ckpt["config"])

@@ -17,12 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
 from mtlssl.config import config_dir, to_plain
+from mtlssl.errors import UserError
 from mtlssl.reporting import provenance
 from mtlssl.reporting.console import console, fmt
 from mtlssl.reporting.files import write_metrics, write_resolved_config
 from mtlssl.reporting.log_file import log_file
 from mtlssl.stages import evaluate, pretrain, train_mtl
-from mtlssl.stages._common import run_stage
+from mtlssl.stages._common import check_launch, run_stage
 from mtlssl.tasks import HIGHER_IS_BETTER
 
 log = logging.getLogger(__name__)
@@ -58,23 +59,53 @@ def comparison_table(pretrained: dict[str, float], scratch: dict[str, float]) ->
     return table
 
 
+def training_configs(cfg: DictConfig, run_dir: Path) -> dict[str, DictConfig]:
+    """The config of each training stage, by its sub-directory."""
+    configs = {"pretrain": stage_config(cfg, "pretrain"),
+               "train_mtl": stage_config(cfg, "train_mtl", encoder={"init": str(run_dir / "pretrain")})}
+    if cfg.scratch_baseline:
+        configs["train_mtl_scratch"] = stage_config(cfg, "train_mtl", encoder={"init": None})
+    return configs
+
+
+def check_stages(cfg: DictConfig, training: dict[str, DictConfig], run_dir: Path) -> None:
+    """A relaunch continues each training stage's run: what any of them would refuse (a setting it cannot apply,
+    a bad trainer or eval batch size) is refused for all, in one message, before anything is written."""
+    refused = []
+    try:
+        evaluate.check_batch_size(cfg.eval.batch_size, "eval.batch_size")
+    except UserError as err:
+        refused.append(str(err))
+    for sub_dir, stage_cfg in training.items():
+        kind, min_epochs = ("pretrain", 0) if sub_dir == "pretrain" else ("mtl", 1)
+        try:
+            check_launch(stage_cfg, run_dir / sub_dir, kind, min_epochs)
+        except UserError as err:
+            refused.append(f"the pipeline's {sub_dir} stage: {err}")
+    if refused:
+        raise UserError("; ".join(refused))
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     run_dir = Path(run_dir)
+    training = training_configs(cfg, run_dir)
+    check_stages(cfg, training, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_resolved_config(run_dir, cfg)
     provenance.record(run_dir)
 
     def stage(module: ModuleType, name: str, sub_dir: str, **updates: object) -> dict[str, float]:
+        stage_cfg = training[sub_dir] if sub_dir in training else stage_config(cfg, name, **updates)
         with log_file(run_dir / sub_dir / f"{name}.log"):
-            return module.run(stage_config(cfg, name, **updates), run_dir / sub_dir)
+            return module.run(stage_cfg, run_dir / sub_dir)
 
     log.info("[1/4] pretrain -> %s", run_dir / "pretrain")
     stage(pretrain, "pretrain", "pretrain")
     log.info("[2/4] train-mtl from the pretrained encoder -> %s", run_dir / "train_mtl")
-    results = {"pretrained": stage(train_mtl, "train_mtl", "train_mtl", encoder={"init": str(run_dir / "pretrain")})}
+    results = {"pretrained": stage(train_mtl, "train_mtl", "train_mtl")}
     if cfg.scratch_baseline:
         log.info("[3/4] train-mtl from a random encoder (baseline) -> %s", run_dir / "train_mtl_scratch")
-        results["scratch"] = stage(train_mtl, "train_mtl", "train_mtl_scratch", encoder={"init": None})
+        results["scratch"] = stage(train_mtl, "train_mtl", "train_mtl_scratch")
     log.info("[4/4] eval: probe the pretrained encoder and score the multi-task models")
     eval_base = {"channels_last": cfg.train_mtl.trainer.channels_last, "data": None}
     results["probe"] = stage(evaluate, "eval", "eval_pretrain", ckpt=str(run_dir / "pretrain"), **eval_base)

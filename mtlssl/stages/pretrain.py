@@ -65,7 +65,7 @@ def knn_monitor(encoder: nn.Module, tasks: list[Task], cfg: DictConfig, data: Da
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    rt, out, resume = start_training(cfg, run_dir, "pretrain", min_epochs=0, unchanged=("optim._target_",))
+    rt, out, resume = start_training(cfg, run_dir, "pretrain", min_epochs=0)
     data = build_data(cfg.data)
     pool = Stream(cfg.pretrain_split, data.split(cfg.pretrain_split), cfg.trainer.batch_size)
     monitored = monitor_tasks(cfg, data)

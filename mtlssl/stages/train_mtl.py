@@ -88,8 +88,7 @@ def build_state(cfg: DictConfig, model: MultiTaskArchitecture, weighting: Weight
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    rt, out, resume = start_training(cfg, run_dir, "mtl", min_epochs=1,
-                                     unchanged=("optim._target_", "weighting._target_"))
+    rt, out, resume = start_training(cfg, run_dir, "mtl", min_epochs=1)
     data = build_data(cfg.data)
     tasks = build_tasks(data.select(cfg.tasks))
     train = Stream("train", data.split("train"), cfg.trainer.batch_size)

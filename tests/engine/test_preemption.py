@@ -140,9 +140,12 @@ def test_an_epoch_stopped_midway_continues_only_under_the_same_batch_layout(tmp_
     with pytest.raises(pre.Preempted):
         train_mtl.run(tiny("train_mtl", *SMALL_STEPS), tmp_path)
     monkeypatch.undo()
+    with pytest.raises(pre.UserError, match="cannot apply this setting: trainer.batch_size: 16 in the run, 32 asked"):
+        train_mtl.run(tiny("train_mtl", "trainer.epochs=2", "trainer.batch_size=32"), tmp_path)
+    position = read_checkpoint(tmp_path / "checkpoints" / "last.pt", "resume")["train"]["position"]
     with pytest.raises(pre.UserError, match="stopped mid-epoch with seed=0, trainer.batch_size=16, .* but this "
                                             "launch has seed=0, trainer.batch_size=32"):
-        train_mtl.run(tiny("train_mtl", "trainer.epochs=2", "trainer.batch_size=32"), tmp_path)
+        pre.check_layout(position, {**position["layout"], "trainer.batch_size": 32})  # the loop's own check
 
 
 @pytest.mark.parametrize("overrides", [["weighting=famo"], ["weighting=rlw"], ["weighting=gradvac"],

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtlssl.engine.state import FORMAT_VERSION, read_checkpoint, rebuild_model
+from mtlssl.engine.state import FORMAT_VERSION, check_same_model, read_checkpoint, rebuild_model
 from mtlssl.errors import UserError
 from mtlssl.stages import evaluate, train_mtl
 from tests.conftest import tiny
@@ -88,5 +88,9 @@ def test_format_1_runs_refuse_todays_default_stride_by_name(tmp_path: Path) -> N
         train_mtl.run(tiny("train_mtl", f"encoder.init={FIXTURES / 'pretrain'}", "precision=32"), tmp_path / "init")
     run_dir = tmp_path / "run"
     shutil.copytree(FIXTURES / "mtl", run_dir)
-    with pytest.raises(UserError, match="holds another model than this launch builds .*stem_stride"):
+    with pytest.raises(UserError, match="cannot apply this setting: encoder.arch.stem_stride: 1 in the run, 2 asked"):
         train_mtl.run(tiny("train_mtl", "trainer.epochs=2", "weighting=uncertainty", "precision=32"), run_dir)
+    ckpt = read_checkpoint(run_dir / "checkpoints" / "last.pt", "resume")
+    strided = {**ckpt["model"]["spec"], "backbone": {**ckpt["model"]["spec"]["backbone"], "stem_stride": 2}}
+    with pytest.raises(UserError, match="holds another model than this launch builds .*stem_stride"):
+        check_same_model(ckpt, strided)  # TrainState.restore's own check, behind the relaunch's comparison
