@@ -9,8 +9,9 @@ from mtlssl.data.image_set import Dataset
 from mtlssl.errors import UserError
 
 
-def build_data(cfg: DictConfig) -> Dataset:
-    data = instantiate(cfg, "data")
+def build_data(cfg: DictConfig, origin: str | None = None) -> Dataset:
+    """``origin`` says where a config not given on the command line was read, e.g. a checkpoint."""
+    data = instantiate(cfg, "data", origin)
     if not isinstance(data, Dataset):
         raise UserError(f"data._target_={cfg.get('_target_')} did not build an mtlssl Dataset")
     return data

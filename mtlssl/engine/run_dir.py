@@ -54,7 +54,7 @@ class RunDir:
                 raise UserError(f"resume=true but '{self.last}' does not exist; relaunch with "
                                 "hydra.run.dir=<the run directory to continue>")
             return None
-        return read_checkpoint(self.last, "resume", kinds=(kind,))
+        return read_checkpoint(self.last, "resume", kinds=(kind,), full=True)
 
     def check_unchanged(self, resume: dict[str, Any] | None, cfg: DictConfig, keys: tuple[str, ...]) -> None:
         """Refuse to continue a run under another method or optimizer (their saved states would not load)."""
