@@ -153,7 +153,8 @@ def payload(marker: Path) -> str:
     (["+data.extra={{_target_:'${{oc.decode:${{oc.env:MTLSSL_TEST_NODE}}}}'}}"], "data",
      "data.extra._target_={'_target_': 'torch.save'"),  # a mapping: no builder's name
     (["+data.extra='${{oc.decode:${{oc.env:MTLSSL_TEST_NODE}}}}'"], "data", "data.extra._target_=torch.save"),
-    (["+evil={payload}", "+data.extra=${{oc.env:MTLSSL_TEST_AGAIN}}"], "data", "is still an interpolation once resolved"),
+    (["+evil={payload}", "+data.extra=${{oc.env:MTLSSL_TEST_AGAIN}}"], "data",
+     "data.extra='${evil}' is still an interpolation once resolved"),
     (["+data.extra={{_target_:'${{oc.env:MTLSSL_TEST_UNSET}}'}}"], "data", "data does not resolve"),
     (["+data.extra={{_target_:'${{missing.key}}'}}"], "data", "data does not resolve"),
 ], ids=["torch.hub.load", "load_inline", "another_groups_builder", "an_optimizer_as_schedule", "nested", "args",
@@ -176,8 +177,8 @@ def test_a_target_outside_its_groups_builders_never_runs(overrides: list[str], g
 
 
 def test_a_refusal_names_where_a_stored_config_came_from() -> None:
-    with pytest.raises(UserError, match=r"^data._target_=torch.hub.load is not allowed \(in the config stored in 'x.pt'\)"
-                                        r": data may only name mtlssl.data.celeba.celeba, "):
+    with pytest.raises(UserError, match=r"^data._target_=torch.hub.load is not allowed \(in the config stored in "
+                                        r"'x.pt'\): data may only name mtlssl.data.celeba.celeba, "):
         instantiate({"_target_": "torch.hub.load"}, "data", "the config stored in 'x.pt'")
 
 
