@@ -197,6 +197,10 @@ FIELDS: dict[str, Kinds] = {"config": MAPPING, "model": MAPPING, "tasks": LIST, 
 TRAIN_FIELDS: dict[str, Kinds] = {"optimizer": MAPPING, "scheduler": MAPPING, "scaler": MAPPING, "rng": MAPPING,
                                   "position": (dict, None), "history": LIST, "best": (dict, None),
                                   "nonfinite_skips": INTEGER, "grad_sums": MAPPING}
+# inside an epoch (mtlssl.engine.preemption.epoch_position), and the best epoch so far
+POSITION_FIELDS: dict[str, Kinds] = {"batch": INTEGER, "layout": MAPPING, "loss_sum": (torch.Tensor,),
+                                     "counted": INTEGER, "generators": MAPPING}
+BEST_FIELDS: dict[str, Kinds] = {"epoch": INTEGER, "value": (float, int)}
 SPEC_FIELDS: dict[str, Kinds] = {"arch": TEXT, "backbone": MAPPING, "head": (dict, None), "tasks": LIST}
 V1_FIELDS: dict[str, Kinds] = {"encoder": MAPPING, "config": (dict, None), "heads": MAPPING, "tasks": LIST}
 V1_TRAIN_FIELDS = ("scheduler", "scaler", "rng", "history")
@@ -241,7 +245,7 @@ def checkpoint_problem(ckpt: dict[str, Any], full: bool = False) -> str | None:
         if not isinstance(train, dict):
             return ("train (what resuming needs) is missing: this is not a run's last.pt" if train is None else
                     f"train is {_kind_of(train)}, not a mapping")
-        problem = _fields_problem(train, TRAIN_FIELDS, "train.")
+        problem = _train_problem(train)
         if problem:
             return problem
     bad = [name for name, state in ckpt["extras"].items() if not isinstance(state, dict)]
@@ -250,6 +254,21 @@ def checkpoint_problem(ckpt: dict[str, Any], full: bool = False) -> str | None:
     if not all(isinstance(t, dict) for t in ckpt["tasks"]):
         return "tasks holds an entry that is not a mapping (a task spec)"
     return model_problem(ckpt["model"])
+
+
+def _train_problem(train: dict[str, Any]) -> str | None:
+    """The loop's own records in ``train``: where it stood inside an epoch, the per-epoch history, the best epoch."""
+    position, best = train.get("position"), train.get("best")
+    problem = (_fields_problem(train, TRAIN_FIELDS, "train.")
+               or (_fields_problem(position, POSITION_FIELDS, "train.position.") if position is not None else None)
+               or (_fields_problem(best, BEST_FIELDS, "train.best.") if best is not None else None))
+    if problem:
+        return problem
+    if not all(isinstance(record, dict) for record in train["history"]):
+        return "train.history holds an entry that is not a mapping (an epoch's record)"
+    if position is not None and not all(isinstance(g, torch.Tensor) for g in position["generators"].values()):
+        return "train.position.generators holds a state that is not a tensor"
+    return None
 
 
 def model_problem(model: dict[str, Any]) -> str | None:
@@ -360,6 +379,7 @@ def init_backbone(model: MultiTaskArchitecture, init: str) -> dict[str, Any]:
         raise UserError(f"encoder.init: weights in '{ckpt['path']}' do not fit the encoder: {err}") from err
     log.info("encoder initialised from %s checkpoint %s (epoch %s)", ckpt["kind"], ckpt["path"], ckpt.get("epoch"))
     planned = _stored(ckpt, "trainer", "epochs")
+    planned = planned if _is_int(planned) else None
     unfinished = (ckpt.get("train") or {}).get("position") is not None
     if unfinished or (planned is not None and ckpt.get("epoch", 0) < planned):
         log.warning("%s is from an unfinished run (epoch %s of %s%s): relaunch that run to finish it first, "

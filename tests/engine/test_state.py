@@ -161,6 +161,14 @@ MALFORMED = [
      "model.spec.head._target_=torch.hub.load is not allowed: heads may only name"),
     ("train_not_a_mapping", put([], "train"), "train is a list, not a mapping"),
     ("train_without_history", drop("train", "history"), "train.history is missing"),
+    ("history_of_numbers", put([1, 2], "train", "history"), "train.history holds an entry that is not a mapping"),
+    ("position_without_its_batch", put({"layout": {}, "loss_sum": torch.zeros(1), "counted": 0, "generators": {}},
+                                       "train", "position"), "train.position.batch is missing"),
+    ("best_without_its_epoch", put({"value": 0.5}, "train", "best"), "train.best.epoch is missing"),
+    ("format_1_weights_not_a_mapping", only({"kind": "pretrain", "encoder": {"arch": {}, "state": []}, "ssl": {}}),
+     "encoder.state is a list, not a mapping (a checkpoint of format 1)"),
+    ("format_1_without_its_weighting", only({"kind": "mtl", "encoder": {"arch": {}, "state": {}}}),
+     "weighting is missing (a checkpoint of format 1)"),
 ]
 
 
