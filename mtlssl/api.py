@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from mtlssl.engine.state import read_checkpoint, rebuild_model
+from mtlssl.engine.state import model_problem, read_checkpoint, rebuild_model
 from mtlssl.errors import UserError
-from mtlssl.io import write_atomic
+from mtlssl.io import state_mismatch, write_atomic
 from mtlssl.models.arch.base import MultiTaskArchitecture
 from mtlssl.models.build import build_model
 from mtlssl.tasks import Task, build_tasks
@@ -69,14 +70,35 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     """The model of a run directory (its best.pt, else last.pt), a checkpoint file or an ``export`` directory."""
     where = Path(path).expanduser()
     if (where / MODEL_FILE).is_file() and (where / SPEC_FILE).is_file():
-        spec = json.loads((where / SPEC_FILE).read_text())
+        spec, state = read_export(where)
         model = build_model(spec["model"])
-        model.load_state_dict(load_file(where / MODEL_FILE))
+        problem = state_mismatch(model, state)
+        if problem:
+            raise UserError(f"path: the weights in '{where / MODEL_FILE}' do not fit its {SPEC_FILE} ({problem}); "
+                            "export the checkpoint again (mtlssl export)")
+        model.load_state_dict(state)
         info = {k: v for k, v in spec.items() if k != "model"}
     else:
         ckpt = read_checkpoint(where, "path")
         model, info = rebuild_model(ckpt), {k: ckpt.get(k) for k in ("kind", "epoch", "step", "metrics")}
     return TrainedModel(model.to(device).eval(), build_tasks(model.tasks), str(where), info)
+
+
+def read_export(where: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """An export directory's ``model.json`` and weights, checked as a checkpoint's model is (a spec that builds
+    only registered code, finite weights) before anything is built from them."""
+    try:
+        spec = json.loads((where / SPEC_FILE).read_text())
+        state = load_file(where / MODEL_FILE)
+    except (OSError, ValueError, SafetensorError) as err:  # unreadable, not JSON, not safetensors
+        raise UserError(f"path: cannot read the export in '{where}' ({type(err).__name__}: {err}); export the "
+                        "checkpoint again (mtlssl export)") from err
+    problem = (f"{SPEC_FILE} is {type(spec).__name__}, not a mapping" if not isinstance(spec, dict)
+               else model_problem({"spec": spec.get("model"), "state": state}))
+    if problem:
+        raise UserError(f"path: '{where}' is not a usable mtlssl export: {problem}; export the checkpoint again "
+                        "(mtlssl export)")
+    return spec, state
 
 
 def _tensors(state: dict[str, Tensor]) -> dict[str, Tensor]:

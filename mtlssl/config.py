@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra.utils
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mtlssl.builders import BUILDERS, group_of
 from mtlssl.errors import UserError
 
-ALLOWED_TARGETS = ("mtlssl.", "torch.", "torchvision.")
 MAX_DIRNAME = 120  # longer override lists are shortened with a hash: file names stop at 255 bytes
 
 
@@ -48,23 +49,94 @@ def config_dir() -> Path:
                        "reinstall mtlssl")
 
 
-def _check_targets(node: Any, where: str, extra: tuple[str, ...]) -> None:
-    if isinstance(node, DictConfig):
-        target = node.get("_target_")
-        if target is not None and not str(target).startswith(ALLOWED_TARGETS + extra):
-            raise UserError(f"{where}._target_={target} is not allowed: configs may only build objects from "
-                            f"{', '.join(ALLOWED_TARGETS + extra)}; add its module prefix to allowed_targets "
-                            "if you trust it")
-        for key in node:
-            _check_targets(node._get_node(key), f"{where}.{key}", extra)
-    elif isinstance(node, ListConfig):
-        for i, item in enumerate(node):
-            _check_targets(item, f"{where}[{i}]", extra)
+def _where(origin: str | None) -> str:
+    return f" (in {origin})" if origin else ""
 
 
-def instantiate(node: DictConfig, where: str, allowed: tuple[str, ...] = (), **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` for trusted targets only; ``where`` names the config key in errors."""
-    _check_targets(node, where, tuple(allowed))
+def resolved(node: Any, key: str, origin: str | None = None) -> Any:
+    """``node`` as plain data with every interpolation resolved (``${oc.env:X}``, ``${other.key}``): what Hydra
+    builds from it. A value that does not resolve is a UserError naming ``key``."""
+    if not isinstance(node, (DictConfig, ListConfig)):
+        return node
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except Exception as err:  # a missing key or variable, a loop, a resolver's own error: all name the key
+        raise UserError(f"{key}{_where(origin)} does not resolve: {err}; fix or remove that value") from err
+
+
+def _targets(plain: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """(config key, value) of every ``_target_`` in plain data, at any depth (``_args_`` and other lists too)."""
+    if isinstance(plain, dict):
+        for key, value in plain.items():
+            if key == "_target_":
+                yield path, value
+            else:
+                yield from _targets(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(plain, list):
+        for i, item in enumerate(plain):
+            yield from _targets(item, f"{path}[{i}]")
+
+
+def _interpolations(plain: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Strings that still read as an interpolation once resolved (``${oc.env:X}`` with X='${other}', an escaped
+    ``\\${...}``): Hydra would resolve them again, after the targets were checked."""
+    if isinstance(plain, str) and "${" in plain:
+        yield path, plain
+    elif isinstance(plain, dict):
+        for key, value in plain.items():
+            yield from _interpolations(value, f"{path}.{key}")
+    elif isinstance(plain, list):
+        for i, item in enumerate(plain):
+            yield from _interpolations(item, f"{path}[{i}]")
+
+
+def check_target(key: str, target: Any, group: str, origin: str | None = None) -> None:
+    """Refuse a ``_target_`` that is not one of ``group``'s builders (mtlssl.builders.BUILDERS), by exact name."""
+    allowed = BUILDERS[group]
+    if not (isinstance(target, str) and target in allowed):
+        raise UserError(f"{key}._target_={target} is not allowed{_where(origin)}: {group} may only name "
+                        f"{', '.join(sorted(allowed))} (a new builder is added to mtlssl/builders.py)")
+
+
+def checked(node: DictConfig | Mapping[str, Any], group: str, origin: str | None = None,
+            key: str | None = None) -> DictConfig:
+    """``node`` resolved, with every ``_target_`` at any depth checked against ``group``'s builders: the plain
+    config that ``instantiate`` hands to Hydra, so what was checked is exactly what is built. ``key``: the node's
+    config key in the errors (default: ``group``)."""
+    key = key or group
+    plain = resolved(node if isinstance(node, DictConfig) else OmegaConf.create(dict(node)), key, origin)
+    for path, value in _interpolations(plain, key):
+        raise UserError(f"{path}={value!r}{_where(origin)} is still an interpolation once resolved, which building "
+                        f"{group} would resolve again; write the value itself")
+    for path, target in _targets(plain, key):
+        check_target(path, target, group, origin)
+    return OmegaConf.create(plain)
+
+
+def check_config_targets(cfg: DictConfig, origin: str | None = None) -> None:
+    """Every ``_target_`` anywhere in ``cfg`` names a builder of the group it sits in (``pretrain.optim._target_``:
+    an optimizer); one under no group is refused too. A stage checks its whole config before it builds anything.
+    A ``hydra`` node (present when composed with ``return_hydra_config``) is Hydra's own and left out: only the
+    command line and config files set it, and reproduce checks the callbacks of a replay itself."""
+    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    check_plain_targets(resolved(task, "the config", origin), origin)
+
+
+def check_plain_targets(plain: Any, origin: str | None = None) -> None:
+    """``check_config_targets`` of a config already resolved to plain data."""
+    for path, target in _targets(plain, ""):
+        group = group_of(path)
+        if group is None:
+            raise UserError(f"{path or '<top level>'}._target_={target}{_where(origin)}: no builder may be named "
+                            f"there; only the nodes of {', '.join(BUILDERS)} build objects")
+        check_target(path, target, group, origin)
+
+
+def instantiate(node: DictConfig | Mapping[str, Any], group: str, origin: str | None = None, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of a node of config group ``group`` (its key, for the errors), once every
+    ``_target_`` in it, at any depth and after resolving, is one of the group's builders. ``origin`` says where a
+    config that did not come from the command line was read (e.g. a checkpoint)."""
+    node = checked(node, group, origin)
     try:
         # plain containers, not OmegaConf ones: what is built (an optimizer's betas) ends up in checkpoints
         return hydra.utils.instantiate(node, _convert_="all", **kwargs)
@@ -72,7 +144,7 @@ def instantiate(node: DictConfig, where: str, allowed: tuple[str, ...] = (), **k
         cause = err.__cause__
         if isinstance(cause, UserError):
             raise cause from None
-        raise UserError(f"cannot build {where}: {cause or err}") from err
+        raise UserError(f"cannot build {group}{_where(origin)}: {cause or err}") from err
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:

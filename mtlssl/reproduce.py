@@ -1,9 +1,13 @@
 """``mtlssl reproduce <run_dir> [--out DIR]``: rerun a finished run from what its directory recorded.
 
 - The stage (``.hydra/hydra.yaml``: ``hydra.job.name``) and its overrides (``.hydra/overrides.yaml``) are
-  replayed, less the run-management ones (``resume``, ``sweep_name``, ``hydra.*``), as a subprocess of this
-  Python, so the new run has its own Hydra bookkeeping. It runs in the recorded working directory
-  (``provenance.json``: ``cwd``), where the overrides' relative paths point.
+  replayed, less the run-management ones (``resume``, ``sweep_name``, ``hydra.*``, and any group placed under
+  ``hydra``), as a subprocess of this Python, so the new run has its own Hydra bookkeeping. It runs in the
+  recorded working directory (``provenance.json``: ``cwd``), where the overrides' relative paths point.
+- A run directory is data, and replaying it must never run code that is not mtlssl's: the replay's config is
+  composed here first and every ``_target_`` in it checked against the builders of its group
+  (mtlssl.builders) before anything is created; a ``--config-dir`` the run was made with (configs can name
+  Hydra callbacks and logging handlers, i.e. code) is used only when it is given to reproduce again.
 - Configs: when the recorded commit differs from the current one (or the current tree is modified and the run's
   was not) and the repository knows it, the stage reads ``conf/`` as of that commit (``git archive`` into a
   temporary directory, passed as ``--config-path``, which replaces the packaged configs); the code is always
@@ -32,10 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from rich.table import Table
 from rich.text import Text
 
-from mtlssl.config import RUN_MANAGEMENT_KEYS, config_dir, override_key
+from mtlssl.config import RUN_MANAGEMENT_KEYS, check_plain_targets, config_dir, override_key, resolved
 from mtlssl.errors import UserError
 from mtlssl.reporting import provenance
 from mtlssl.reporting.console import console, fmt
@@ -82,9 +88,14 @@ def _load_yaml(path: Path, run_dir: Path) -> Any:
         raise UserError(f"cannot read {path}: {err}") from err
 
 
+def _sets_hydra(key: str) -> bool:
+    """``hydra.*``, ``hydra/<group>``, or a group placed under ``hydra`` (``+optim@hydra.callbacks.x=sgd``)."""
+    return any(re.match(r"(_global_\.)?hydra([./]|$)", part) for part in key.split("@"))
+
+
 def replayable(overrides: list[str]) -> list[str]:
-    return [o for o in overrides if override_key(o) not in NOT_REPLAYED
-            and not re.match(r"hydra([./]|$)", override_key(o))]
+    return [o for o in overrides if override_key(o).split("@")[0] not in NOT_REPLAYED
+            and not _sets_hydra(override_key(o))]
 
 
 def first_launch(path: Path) -> Path:
@@ -222,15 +233,55 @@ def hydra_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def command(run: RecordedRun, configs: Path | None, new_dir: Path) -> list[str]:
+def command(run: RecordedRun, configs: Path | None, new_dir: Path, extra: str | None = None) -> list[str]:
     args = [sys.executable, "-m", "mtlssl.cli", run.stage]
     if configs is not None:
         args.append(f"--config-path={configs}")
     if run.config_name:
         args.append(f"--config-name={run.config_name}")
-    if run.extra_config_dir:
-        args.append(f"--config-dir={run.extra_config_dir}")
+    if extra:
+        args.append(f"--config-dir={extra}")
     return [*args, *run.overrides, f"hydra.run.dir={hydra_value(str(new_dir))}"]
+
+
+def trusted_config_dir(run: RecordedRun, given: Path | None) -> tuple[str | None, list[str]]:
+    """The ``--config-dir`` to replay with: only one given to reproduce. A config directory can run code, so the
+    one a run directory names (``.hydra/hydra.yaml``) is never taken from it unasked."""
+    if given is not None:
+        given = given.expanduser().resolve()
+        if not given.is_dir():
+            raise UserError(f"--config-dir '{given}' is not a directory; give the config directory the run was made "
+                            "with")
+        same = run.extra_config_dir is not None and Path(run.extra_config_dir).expanduser().resolve() == given
+        notes = [] if same else [f"replaying with --config-dir={given}; the run recorded "
+                                 f"{run.extra_config_dir or 'none'}"]
+        return str(given), notes
+    if run.extra_config_dir:
+        raise UserError(f"'{run.path}' was made with --config-dir={run.extra_config_dir}. A config directory can run "
+                        "code, so reproduce never takes one from a run directory: if you trust it, run "
+                        f"mtlssl reproduce {shlex.quote(str(run.path))} --config-dir "
+                        f"{shlex.quote(run.extra_config_dir)}")
+    return None, []
+
+
+def check_replay(run: RecordedRun, configs: Path | None, extra: str | None) -> None:
+    """Compose the replay's config as the stage will, and check every ``_target_`` in it (Hydra's callbacks
+    included, which Hydra builds before the stage's own checks) against the builders of its group, before
+    anything is created. A config that does not compose is left to the stage, which reports it in its words."""
+    searchpath = [f"hydra.searchpath=[{hydra_value('file://' + extra)}]"] if extra else []
+    try:
+        with initialize_config_dir(config_dir=str(configs or config_dir()), version_base="1.3"):
+            cfg = compose(config_name=run.config_name or run.stage.replace("-", "_"),
+                          overrides=[*run.overrides, *searchpath], return_hydra_config=True)
+    except Exception:  # the subprocess composes the same and fails the same, before building anything
+        return
+    origin = f"the replay of '{run.path}'"
+    try:
+        task = resolved(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), "the config", origin)
+        callbacks = resolved(cfg.hydra.get("callbacks") or OmegaConf.create({}), "hydra.callbacks", origin)
+    except UserError:  # e.g. ${hydra:...}, which resolves only in the stage; its own check of every target runs there
+        return
+    check_plain_targets({**task, "hydra": {"callbacks": callbacks}}, origin)
 
 
 def working_dir(run: RecordedRun) -> tuple[Path, list[str]]:
@@ -321,16 +372,19 @@ def _note(text: str) -> None:
     console.print(Text.assemble(("note: ", "yellow"), text))
 
 
-def reproduce(run_dir: Path, out: Path | None = None) -> int:
-    """Replay ``run_dir`` into a new directory and compare; the stage's exit status if it failed, else 0."""
+def reproduce(run_dir: Path, out: Path | None = None, extra_config_dir: Path | None = None) -> int:
+    """Replay ``run_dir`` into a new directory and compare; the stage's exit status if it failed, else 0.
+    ``extra_config_dir``: the ``--config-dir`` to replay with (never taken from the run directory itself)."""
     run = load_run(run_dir.resolve())
+    extra, extra_notes = trusted_config_dir(run, extra_config_dir)
     new_dir = new_run_dir(run, out)
     with tempfile.TemporaryDirectory(prefix="mtlssl-reproduce-") as tmp:
         configs, notes = choose_configs(run.provenance, provenance.git_state(), Path(tmp))
         cwd, cwd_notes = working_dir(run)
-        for note in notes + cwd_notes:
+        check_replay(run, configs, extra)
+        for note in notes + extra_notes + cwd_notes:
             _note(note)
-        cmd = command(run, configs, new_dir)
+        cmd = command(run, configs, new_dir, extra)
         console.print(Text(f"reproducing {run.path}\n  in {cwd}: {shlex.join(cmd)}"))
         claim(new_dir)
         status = subprocess.run(cmd, cwd=cwd).returncode
@@ -355,9 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="the run directory to reproduce")
     parser.add_argument("--out", type=Path, default=None,
                         help="the new run directory, which must not exist (default: <run_dir>-reproduce-<time>)")
+    parser.add_argument("--config-dir", type=Path, default=None,
+                        help="the extra config directory the run was made with (mtlssl --config-dir), if you trust "
+                             "it: a run directory's own record of one is never used, as configs can run code")
     args = parser.parse_args(argv)
     try:
-        return reproduce(args.run_dir, args.out)
+        return reproduce(args.run_dir, args.out, args.config_dir)
     except UserError as err:
         print(f"mtlssl reproduce: error: {err}", file=sys.stderr)
         return 2

@@ -4,13 +4,15 @@ recorded, the README's code block as written, and safetensors exports (torchvisi
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from mtlssl.api import ENCODER_FILE, MODEL_FILE, export, load
@@ -64,6 +66,41 @@ def test_an_export_loads_back_with_the_same_predictions_and_is_never_overwritten
         export(mtl_run, tmp_path / "exported")
     out = run_cli("mtlssl", "export", str(mtl_run), "--out", str(tmp_path / "exported"), cwd=tmp_path)
     assert out.returncode == 2 and "choose a new --out directory" in out.stderr
+
+
+def _nan_weights(where: Path) -> None:
+    state = load_file(where / MODEL_FILE)
+    state[next(k for k, v in state.items() if v.is_floating_point())][0] = math.nan
+    (where / MODEL_FILE).write_bytes(save(state))
+
+
+def _spec(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def edit(where: Path) -> None:
+        spec = json.loads((where / "model.json").read_text())
+        change(spec)
+        (where / "model.json").write_text(json.dumps(spec))
+    return edit
+
+
+@pytest.mark.parametrize("corrupt,message", [
+    (_nan_weights, "weights hold NaN or infinite values"),
+    (_spec(lambda s: s["model"]["backbone"].update(_target_="torch.hub.load")),
+     "model.spec.backbone._target_=torch.hub.load is not allowed: encoder.arch may only name"),
+    (_spec(lambda s: s.update(model=[1, 2])), "model.spec is a list, not a mapping"),
+    (_spec(lambda s: s["model"].update(tasks="shape")), "model.spec.tasks is a string, not a list"),
+    (lambda where: (where / "model.json").write_text("[1]"), "model.json is list, not a mapping"),
+    (lambda where: (where / "model.json").write_text("{"), "cannot read the export"),
+    (lambda where: (where / MODEL_FILE).write_bytes(b"garbage"), "cannot read the export"),
+], ids=["nan_weights", "hostile_backbone", "spec_not_a_mapping", "tasks_not_a_list", "json_not_a_mapping",
+        "json_truncated", "weights_not_safetensors"])
+def test_a_damaged_or_crafted_export_is_refused_by_load(corrupt: Callable[[Path], None], message: str,
+                                                        mtl_run: Path, tmp_path: Path) -> None:
+    where = tmp_path / "exported"
+    export(mtl_run, where)
+    corrupt(where)
+    with pytest.raises(UserError, match="export the checkpoint again") as err:
+        load(where)
+    assert message in str(err.value) and str(where) in str(err.value)
 
 
 def test_a_resnet_encoder_exports_with_torchvision_names(tmp_path: Path) -> None:

@@ -69,6 +69,11 @@ def test_multirun_sweep_runs_two_jobs_in_readable_directories(tmp_path: Path) ->
         (["pretrain", "trainer.deterministic=yes"], "trainer.deterministic needs true or false"),
         (["pipeline", "pretrain.trainer.epochs=2.5"], "pretrain.trainer.epochs needs an integer"),
         (["train-mtl", "+experiment=multimnist_mgda"], "write experiment=multimnist_mgda (no +)"),
+        # a target that is not one of its group's builders, however harmless its prefix looks
+        (["train-mtl", "optim._target_=torch.hub.load"],
+         "optim._target_=torch.hub.load is not allowed: optim may only name mtlssl.engine.lars.LARS, "
+         "torch.optim.AdamW, torch.optim.SGD"),
+        (["pipeline", "train_mtl.optim._target_=torch.save"], "train_mtl.optim._target_=torch.save is not allowed"),
     ],
 )
 def test_user_errors_exit_2_with_one_clear_message(args: list[str], message: str, pretrained_run: Path,

@@ -7,7 +7,7 @@ import torch
 from hydra._internal.utils import _locate
 from omegaconf import OmegaConf
 
-from mtlssl.config import config_dir, instantiate
+from mtlssl.config import check_config_targets, config_dir, instantiate
 from mtlssl.data.build import build_data
 from mtlssl.engine.runtime import Runtime
 from mtlssl.errors import UserError
@@ -124,6 +124,71 @@ def test_untrusted_targets_are_refused() -> None:
     node = OmegaConf.create({"_target_": "os.system", "command": "echo pwned"})
     with pytest.raises(UserError, match="not allowed"):
         instantiate(node, "data")
+
+
+# --- only the registered builders of a node's own group can be built, however the target is written ----------
+
+
+def payload(marker: Path) -> str:
+    """A torch callable that creates ``marker`` when called: proof of whether a target ran."""
+    return f"{{_target_:torch.save,_args_:[[1],'{marker}']}}"
+
+
+@pytest.mark.parametrize("overrides,group,message", [
+    (["optim._target_=torch.hub.load"], "optim", "optim._target_=torch.hub.load is not allowed: optim may only name "
+                                                 "mtlssl.engine.lars.LARS, torch.optim.AdamW, torch.optim.SGD"),
+    (["optim._target_=torch.utils.cpp_extension.load_inline"], "optim", "optim may only name"),
+    (["optim._target_=mtlssl.data.shapes.shapes"], "optim", "is not allowed"),  # a builder, but of another group
+    (["sched._target_=torch.optim.SGD"], "sched", "sched may only name mtlssl.engine.optim.constant, "
+                                                  "mtlssl.engine.optim.cosine"),
+    (["+data.extra={payload}"], "data", "data.extra._target_=torch.save is not allowed: data may only name"),
+    (["+data._args_=[{payload}]"], "data", "data._args_[0]._target_=torch.save is not allowed"),
+    (["+heads.nested={{inner:{{deeper:[{payload}]}}}}"], "heads", "heads.nested.inner.deeper[0]._target_=torch.save"),
+    (["weighting._target_=torch.save", "+weighting._partial_=true", "+weighting._args_=[[1],{marker}]"], "weighting",
+     "weighting._target_=torch.save is not allowed"),
+    (["+evil={payload}", "+augmentation.extra=${{evil}}"], "augmentation", "augmentation.extra._target_=torch.save"),
+    (["+name=torch.save", "data._target_=${{name}}"], "data", "data._target_=torch.save is not allowed"),
+    (["+data.extra={{_target_:'${{oc.env:MTLSSL_TEST_TARGET}}',_args_:[[1],'{marker}']}}"], "data",
+     "data.extra._target_=torch.save is not allowed"),
+    (["+data.extra={{_target_:'${{oc.decode:${{oc.env:MTLSSL_TEST_NODE}}}}'}}"], "data",
+     "data.extra._target_={'_target_': 'torch.save'"),  # a mapping: no builder's name
+    (["+data.extra='${{oc.decode:${{oc.env:MTLSSL_TEST_NODE}}}}'"], "data", "data.extra._target_=torch.save"),
+    (["+evil={payload}", "+data.extra=${{oc.env:MTLSSL_TEST_AGAIN}}"], "data",
+     "data.extra='${evil}' is still an interpolation once resolved"),
+    (["+data.extra={{_target_:'${{oc.env:MTLSSL_TEST_UNSET}}'}}"], "data", "data does not resolve"),
+    (["+data.extra={{_target_:'${{missing.key}}'}}"], "data", "data does not resolve"),
+], ids=["torch.hub.load", "load_inline", "another_groups_builder", "an_optimizer_as_schedule", "nested", "args",
+        "deeply_nested_list", "partial", "node_interpolation", "key_interpolation", "env_target", "decoded_target",
+        "decoded_node", "interpolation_resolving_to_an_interpolation", "unset_env", "missing_key"])
+def test_a_target_outside_its_groups_builders_never_runs(overrides: list[str], group: str, message: str,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("MTLSSL_TEST_TARGET", "torch.save")
+    monkeypatch.setenv("MTLSSL_TEST_NODE", f"{{_target_: torch.save, _args_: [[1], '{marker}']}}")
+    monkeypatch.setenv("MTLSSL_TEST_AGAIN", "${evil}")
+    monkeypatch.delenv("MTLSSL_TEST_UNSET", raising=False)
+    cfg = compose_config("train_mtl", [o.format(payload=payload(marker), marker=marker) for o in overrides])
+    with pytest.raises(UserError) as err:
+        instantiate(cfg[group], group, num_tasks=2) if group == "weighting" else instantiate(cfg[group], group)
+    assert message in str(err.value)
+    with pytest.raises(UserError):  # a stage's first check of its whole config refuses it too
+        check_config_targets(cfg)
+    assert not marker.exists()
+
+
+def test_a_refusal_names_where_a_stored_config_came_from() -> None:
+    with pytest.raises(UserError, match=r"^data._target_=torch.hub.load is not allowed \(in the config stored in "
+                                        r"'x.pt'\): data may only name mtlssl.data.celeba.celeba, "):
+        instantiate({"_target_": "torch.hub.load"}, "data", "the config stored in 'x.pt'")
+
+
+def test_the_whole_config_is_checked_group_by_group() -> None:
+    check_config_targets(compose_config("pipeline"))  # every shipped target, pipeline sections included
+    with pytest.raises(UserError, match=r"train_mtl.optim._target_=torch.save is not allowed: optim may only name"):
+        check_config_targets(compose_config("pipeline", ["train_mtl.optim._target_=torch.save"]))
+    with pytest.raises(UserError, match=r"trainer.hook._target_=mtlssl.data.shapes.shapes: no builder may be named "
+                                        r"there; only the nodes of data, encoder.arch"):
+        check_config_targets(compose_config("train_mtl", ["+trainer.hook={_target_:mtlssl.data.shapes.shapes}"]))
 
 
 def test_tiny_configs_compose_for_every_stage() -> None:

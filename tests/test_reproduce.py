@@ -12,6 +12,7 @@ import yaml
 
 from mtlssl import reproduce as rp
 from mtlssl.config import config_dir
+from mtlssl.errors import UserError
 from mtlssl.reporting import provenance
 from tests.conftest import TINY, TINY_TRAIN
 from tests.reporting.test_provenance import head_commit
@@ -157,8 +158,65 @@ def test_an_unknown_or_missing_commit_falls_back_to_the_current_configs(tmp_path
 
 def test_run_management_overrides_are_not_replayed() -> None:
     overrides = ["resume=true", "sweep_name=x", "hydra.run.dir=y", "+hydra.job.chdir=true", "hydra/launcher=joblib",
-                 "seed=3", "weighting=uncertainty", "tasks=[shape,colour]", "hydrated=1"]
-    assert rp.replayable(overrides) == ["seed=3", "weighting=uncertainty", "tasks=[shape,colour]", "hydrated=1"]
+                 "seed=3", "weighting=uncertainty", "tasks=[shape,colour]", "hydrated=1",
+                 # a group placed under hydra would be built by Hydra itself (a callback), before any check of mtlssl
+                 "+optim@hydra.callbacks.x=sgd", "+data@_global_.hydra.callbacks.y=shapes", "launcher@z=joblib",
+                 "augmentation@pretrain.augmentation=weak"]
+    assert rp.replayable(overrides) == ["seed=3", "weighting=uncertainty", "tasks=[shape,colour]", "hydrated=1",
+                                        "augmentation@pretrain.augmentation=weak"]
+
+
+# ---- a run directory is data: replaying it never runs code that is not mtlssl's ---------------------------
+
+
+def hostile(marker: Path) -> str:
+    return f"{{_target_:torch.save,_args_:[[1],'{marker}']}}"
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["+data.extra={payload}"], "data.extra._target_=torch.save is not allowed"),
+    (["optim._target_=torch.save", "+optim._args_=[[1],'{marker}']"], "optim._target_=torch.save is not allowed"),
+    (["+evil={payload}", "+augmentation.extra=${{evil}}"], "augmentation.extra._target_=torch.save"),
+    (["optim._target_=torch.hub.load"], "optim._target_=torch.hub.load is not allowed"),
+], ids=["nested", "partial_with_args", "interpolated_node", "torch.hub.load"])
+def test_a_run_whose_overrides_carry_a_hostile_target_is_refused_before_anything(
+        overrides: list[str], message: str, original: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    recorded = yaml.safe_load((copy / ".hydra" / "overrides.yaml").read_text())
+    added = [o.format(payload=hostile(marker), marker=marker) for o in overrides]
+    (copy / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*recorded, *added]))
+    out = run_cli("mtlssl", "reproduce", str(copy), "--out", str(tmp_path / "new"), cwd=tmp_path)
+    assert out.returncode == 2, text(out)[-2000:]
+    assert message in text(out) and f"(in the replay of '{copy}')" in text(out) and "Traceback" not in text(out)
+    assert not marker.exists() and not (tmp_path / "new").exists()
+
+
+def test_hydra_callbacks_of_a_replay_are_checked_too(tmp_path: Path) -> None:
+    run = rp.RecordedRun(path=tmp_path, stage="train-mtl", config_name="train_mtl",
+                         overrides=[f"+hydra.callbacks.x={hostile(tmp_path / 'pwned')}"], extra_config_dir=None,
+                         provenance=None)  # past replayable(), which drops it: the check does not rely on that
+    with pytest.raises(UserError, match=r"hydra.callbacks.x._target_=torch.save is not allowed \(in the replay of .*"
+                                        r"hydra.callbacks may only name mtlssl.engine.run_dir_guard.RunDirGuard"):
+        rp.check_replay(run, None, None)
+    rp.check_replay(dataclasses.replace(run, overrides=["weighting=pcgrad", "optim=sgd"]), None, None)
+
+
+def test_a_config_dir_is_never_taken_from_the_run_directory(tmp_path: Path) -> None:
+    mine = tmp_path / "my_conf"
+    mine.mkdir()
+    run = rp.RecordedRun(path=tmp_path / "run", stage="train-mtl", config_name="train_mtl", overrides=[],
+                         extra_config_dir=str(mine), provenance=None)
+    with pytest.raises(UserError, match=rf"was made with --config-dir={mine}. A config directory can run code, so "
+                                        rf"reproduce never takes one from a run directory: if you trust it, run "
+                                        rf"mtlssl reproduce {tmp_path / 'run'} --config-dir {mine}"):
+        rp.trusted_config_dir(run, None)
+    assert rp.trusted_config_dir(run, mine) == (str(mine), [])
+    assert f"--config-dir={mine}" in rp.command(run, None, tmp_path / "new", str(mine))
+    assert "--config-dir" not in " ".join(rp.command(run, None, tmp_path / "new", None))
+    with pytest.raises(UserError, match="is not a directory"):
+        rp.trusted_config_dir(run, tmp_path / "nope")
 
 
 def test_the_new_run_directory(tmp_path: Path) -> None:

@@ -33,9 +33,10 @@ def global_rng_kept() -> Iterator[None]:
         random.setstate(python_state)
 
 
-def build_data(cfg: DictConfig) -> Dataset:
+def build_data(cfg: DictConfig, origin: str | None = None) -> Dataset:
+    """``origin`` says where a config not given on the command line was read, e.g. a checkpoint."""
     with global_rng_kept():
-        data = instantiate(cfg, "data")
+        data = instantiate(cfg, "data", origin)
     if not isinstance(data, Dataset):
         raise UserError(f"data._target_={cfg.get('_target_')} did not build an mtlssl Dataset")
     return data

@@ -54,4 +54,4 @@ class RunDir:
                 raise UserError(f"resume=true but '{self.last}' does not exist; relaunch with "
                                 "hydra.run.dir=<the run directory to continue>")
             return None
-        return read_checkpoint(self.last, "resume", kinds=(kind,))
+        return read_checkpoint(self.last, "resume", kinds=(kind,), full=True)

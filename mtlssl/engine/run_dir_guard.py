@@ -67,7 +67,8 @@ def recorded_stage(run_dir: Path) -> tuple[str, str | None] | None:
         kind = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True, mmap=True)["kind"]
     except Exception:  # missing or damaged: a damaged one is reported by the stage that loads it
         return None
-    return (STAGE_OF_KIND[kind], kind) if kind in STAGE_OF_KIND else None
+    # a crafted file's kind may be anything (a list is not even hashable): only a known name counts
+    return (STAGE_OF_KIND[kind], kind) if isinstance(kind, str) and kind in STAGE_OF_KIND else None
 
 
 def check_stage(run_dir: Path, stage: str) -> None:

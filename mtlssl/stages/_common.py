@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.markup import escape
 
-from mtlssl.config import check_override_types, config_dir, override_key
+from mtlssl.config import check_config_targets, check_override_types, config_dir, override_key
 from mtlssl.engine.preemption import EXIT_PREEMPTED, Preempted
 from mtlssl.engine.relaunch import check_relaunch
 from mtlssl.engine.rng import seed_everything
@@ -126,6 +126,7 @@ def run_stage(run: StageRun, cfg: DictConfig) -> float | None:
         if refusal is not None:
             raise refusal
         check_overrides(cfg)
+        check_config_targets(cfg)  # before anything is built or written: a pipeline's last stage's too
         check_objective(objective)
         metrics = run(cfg, run_dir)
         value = objective_value(metrics, objective)

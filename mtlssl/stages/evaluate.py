@@ -62,6 +62,16 @@ def score_mtl(ckpt: dict, data: Dataset, split: str, batch_size: int, rt: Runtim
     return score_tasks(model, build_tasks(model.tasks), data.split(split), batch_size, rt, split)
 
 
+def stored_data(ckpt: dict) -> Dataset:
+    """The data a checkpoint was trained on, from its stored config (checked like any config: a file never names
+    code that is not one of the data builders)."""
+    stored = ckpt["config"].get("data")
+    if not isinstance(stored, dict):
+        raise UserError(f"ckpt: '{ckpt['path']}' stores no data config to evaluate on; name the data, e.g. "
+                        "data=shapes")
+    return build_data(OmegaConf.create(stored), f"the config stored in '{ckpt['path']}'")
+
+
 def expand_runs(paths: list[str]) -> list[Path]:
     """Run directories and checkpoints as given; a sweep directory (no checkpoints/ of its own) stands for
     every job directory below it that holds one (``mtlssl train-mtl -m 'tasks=[a],[b]'`` makes such a
@@ -96,8 +106,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     check_batch_size(cfg.batch_size)
     rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     ckpt = read_checkpoint(cfg.ckpt, "ckpt")
-    trained = OmegaConf.create(ckpt["config"])
-    data = build_data(cfg.data if cfg.get("data") else trained.data)
+    data = build_data(cfg.data) if cfg.get("data") else stored_data(ckpt)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     write_resolved_config(run_dir, cfg)
     provenance.record(run_dir)

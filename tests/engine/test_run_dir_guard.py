@@ -14,8 +14,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn
@@ -24,7 +26,7 @@ from omegaconf import DictConfig, open_dict
 
 from mtlssl.config import config_dir
 from mtlssl.engine import run_dir_guard, run_lock
-from mtlssl.engine.run_dir_guard import RunDirGuard
+from mtlssl.engine.run_dir_guard import RunDirGuard, recorded_stage
 from tests.conftest import TINY, TINY_TRAIN
 from tests.engine.test_run_lock import hold, let_go
 from tests.test_cli import own_outputs, run_cli
@@ -201,3 +203,15 @@ def test_a_sweep_in_use_is_refused_and_each_job_locks_its_own_directory(
     assert refusal is not None and f"PID {other.pid}" in str(refusal) and run_dir_guard.pending_refusal() is None
     assert run_lock.held_here(job_dir) is None
     let_go(other)
+
+
+@pytest.mark.parametrize("content,found", [
+    ({"kind": "mtl"}, ("train_mtl", "mtl")), ({"kind": ["mtl"]}, None), ({"kind": {"a": 1}}, None),
+    ({"kind": 3}, None), ({"kind": "other"}, None), ([1, 2], None), ({}, None),
+])
+def test_the_kind_of_a_crafted_last_checkpoint_never_crashes_the_guard(content: Any, found: Any,
+                                                                       tmp_path: Path) -> None:
+    """The guard reads a checkpoint's kind from a file it did not write: any content is a plain answer."""
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(content, tmp_path / "checkpoints" / "last.pt")
+    assert recorded_stage(tmp_path) == found
