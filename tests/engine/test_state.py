@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from mtlssl.config import to_plain
 from mtlssl.engine.state import FORMAT_VERSION, read_checkpoint, rebuild_model, write_checkpoint
 from mtlssl.errors import UserError
 from mtlssl.io import resolve_checkpoint
@@ -253,10 +254,12 @@ def test_every_use_refuses_a_malformed_checkpoint_before_writing(how: str, shape
 def test_a_train_state_that_does_not_load_is_named_on_resume(valid: dict[str, Any], tmp_path: Path) -> None:
     from mtlssl.stages import train_mtl
 
+    cfg = tiny("train_mtl", "tasks=[shape]")
+    valid = {**valid, "config": to_plain(cfg)}  # the launch's own config: the relaunch check lets it through
     path = malformed(valid, lambda c: None, tmp_path / "checkpoints" / "last.pt")
     with pytest.raises(UserError, match=r"resume: '.*last.pt' holds no weighting state \(extras.weighting\)"):
-        train_mtl.run(tiny("train_mtl", "tasks=[shape]"), tmp_path)
+        train_mtl.run(cfg, tmp_path)
     malformed(valid, put({}, "extras", "weighting"), path)  # equal weighting's state; train.optimizer is {}
     with pytest.raises(UserError, match=r"resume: train.optimizer in '.*last.pt' does not load into this run "
                                         r"\(KeyError: 'param_groups'\); move checkpoints/last.pt aside"):
-        train_mtl.run(tiny("train_mtl", "tasks=[shape]"), tmp_path)
+        train_mtl.run(cfg, tmp_path)
